@@ -1,0 +1,246 @@
+"""Llama Guard scoring: one forward pass for the verdict, decoding only when unsafe.
+
+Used by the Triton model (``model_repo/guard``), by evaluation and by the
+in-process baseline of the benchmarks, so all of them score identically.
+
+Score = P(first answer token is ``unsafe``), the softmax over the first-step
+logits of the ``safe`` and ``unsafe`` tokens (ids looked up from the
+tokenizer). A turn whose most likely first token is neither word is a parse
+error: it is reported unsafe and flagged, never safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from guard.answer import AnswerParseError, parse_answer
+from guard.conversation import ConversationError, Role, Turn, check_conversation
+from guard.prompt import ANSWER_SEPARATOR, PromptFormat, render_prompt
+from guard.taxonomy import Category, Policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRequest:
+    """One turn to classify: the conversation up to it, the side, the policy."""
+
+    turns: tuple[Turn, ...]
+    side: Role
+    policy: Policy
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    p_unsafe: float
+    unsafe: bool
+    codes: tuple[str, ...]
+    parse_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerConfig:
+    prompt_format: PromptFormat = PromptFormat.LG1
+    threshold: float = 0.5
+    max_prompt_tokens: int = 4096
+    max_batch: int = 64
+    #: Budget of padded tokens per forward pass (batch x longest prompt).
+    max_batch_tokens: int = 32_768
+    with_descriptions: bool = False
+    decode_categories: bool = True
+    max_answer_tokens: int = 20
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs, fp32 on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def first_answer_token(tokenizer: object, prompt: str, word: str) -> int:
+    """The id of ``word``'s first token when it directly follows ``prompt``.
+
+    Tokenizing the prompt with and without the word keeps this right for
+    SentencePiece (leading-space pieces) and byte-level BPE alike.
+    """
+    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    full = tokenizer(prompt + word, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    if full[: len(base)] != base or len(full) <= len(base):
+        raise ValueError(f"the tokenizer merges the answer {word!r} into the prompt's end")
+    return int(full[len(base)])
+
+
+def answer_token_ids(tokenizer: object, fmt: PromptFormat) -> tuple[int, int]:
+    """``(safe_id, unsafe_id)``: the first tokens of the two answers in format ``fmt``."""
+    sample = render_prompt((Turn(Role.USER, "hi"),), Role.USER, _SAMPLE_POLICY, fmt)
+    sep = ANSWER_SEPARATOR[fmt]
+    safe = first_answer_token(tokenizer, sample, sep + "safe")
+    unsafe = first_answer_token(tokenizer, sample, sep + "unsafe")
+    if safe == unsafe:
+        raise ValueError("'safe' and 'unsafe' start with the same token in this tokenizer")
+    return safe, unsafe
+
+
+class CausalLMGuard:
+    """A Llama-Guard-style causal LM behind a batch ``score`` call."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: object,
+        config: ScorerConfig | None = None,
+        name: str = "",
+    ) -> None:
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.cfg = config or ScorerConfig()
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.specials = tuple(
+            sorted(set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab()))  # type: ignore[attr-defined]
+        )
+        self.bos_id: int | None = tokenizer.bos_token_id  # type: ignore[attr-defined]
+        pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
+        self.pad_id: int = pad if pad is not None else (tokenizer.eos_token_id or 0)  # type: ignore[attr-defined]
+        self.safe_id, self.unsafe_id = answer_token_ids(tokenizer, self.cfg.prompt_format)
+        self._head = model.get_output_embeddings()  # type: ignore[operator]
+        self._body = model.base_model  # type: ignore[attr-defined]
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: Path | str,
+        config: ScorerConfig | None = None,
+        device: torch.device | None = None,
+    ) -> CausalLMGuard:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = device or pick_device()
+        tok = AutoTokenizer.from_pretrained(str(checkpoint))
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=pick_dtype(device))
+        return cls(model.to(device), tok, config, name=Path(checkpoint).name)
+
+    # -- prompts ---------------------------------------------------------------
+
+    def encode(self, req: GuardRequest) -> list[int]:
+        """Token ids of the prompt; the oldest context turns are dropped to fit.
+
+        Raises :class:`ConversationError` when even the turn alone is too long.
+        """
+        for start in range(len(req.turns)):
+            turns = req.turns[start:]
+            try:
+                check_conversation(turns, req.side)
+            except ConversationError:
+                break
+            ids = self._ids(self.render(turns, req.side, req.policy))
+            if len(ids) <= self.cfg.max_prompt_tokens:
+                return ids
+        raise ConversationError(
+            f"the turn does not fit in {self.cfg.max_prompt_tokens} prompt tokens"
+        )
+
+    def render(self, turns: Sequence[Turn], side: Role, policy: Policy) -> str:
+        return render_prompt(
+            turns, side, policy, self.cfg.prompt_format,
+            with_descriptions=self.cfg.with_descriptions, special_tokens=self.specials,
+        )
+
+    def _ids(self, text: str) -> list[int]:
+        ids: list[int] = self.tok(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        return ([self.bos_id] if self.bos_id is not None else []) + ids
+
+    # -- scoring ---------------------------------------------------------------
+
+    def score(self, requests: Sequence[GuardRequest]) -> list[GuardResult]:
+        """Score already-validated requests (see :meth:`encode` for the limits)."""
+        encoded = [self.encode(r) for r in requests]
+        return self.score_ids(encoded, [r.policy for r in requests])
+
+    @torch.inference_mode()
+    def score_ids(self, encoded: Sequence[list[int]], policies: Sequence[Policy]) -> list[GuardResult]:
+        results: list[GuardResult | None] = [None] * len(encoded)
+        for chunk in self._length_batches(encoded):
+            logits = self._first_step_logits([encoded[i] for i in chunk])
+            pair = torch.stack([logits[:, self.safe_id], logits[:, self.unsafe_id]], dim=1)
+            p_unsafe = torch.softmax(pair.float(), dim=1)[:, 1].tolist()
+            top = logits.argmax(dim=1).tolist()
+            for j, i in enumerate(chunk):
+                results[i] = self._verdict(encoded[i], policies[i], p_unsafe[j], top[j])
+        return [r for r in results if r is not None]
+
+    def _verdict(self, ids: list[int], policy: Policy, p: float, top: int) -> GuardResult:
+        if top not in (self.safe_id, self.unsafe_id):
+            return GuardResult(p, True, (), "first answer token is neither 'safe' nor 'unsafe'")
+        if p < self.cfg.threshold:
+            return GuardResult(p, False, ())
+        if not self.cfg.decode_categories:
+            return GuardResult(p, True, ())
+        text = self._decode_answer(ids)
+        try:
+            parsed = parse_answer(text, policy.codes)
+        except AnswerParseError as exc:
+            return GuardResult(p, True, (), str(exc))
+        if not parsed.unsafe:
+            return GuardResult(p, True, (), "score says unsafe but the answer says safe")
+        return GuardResult(p, True, parsed.codes)
+
+    def _decode_answer(self, ids: list[int]) -> str:
+        """Greedy decode of the category line after a forced ``unsafe`` token."""
+        prompt = torch.tensor([ids + [self.unsafe_id]], device=self.device)
+        out = self.model.generate(  # type: ignore[operator]
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=self.cfg.max_answer_tokens,
+            do_sample=False,
+            pad_token_id=self.pad_id,
+        )
+        new = out[0, len(ids):].tolist()
+        return self.tok.decode(new, skip_special_tokens=True)  # type: ignore[attr-defined]
+
+    def _length_batches(self, encoded: Sequence[list[int]]) -> list[list[int]]:
+        """Indices grouped by similar length, within the batch and token budgets."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            longest = len(encoded[i])  # sorted ascending: the newcomer is the longest
+            if cur and (
+                len(cur) >= self.cfg.max_batch
+                or longest * (len(cur) + 1) > self.cfg.max_batch_tokens
+            ):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _first_step_logits(self, batch: Sequence[list[int]]) -> torch.Tensor:
+        """Full-vocabulary logits of the next token after each prompt, [B, V].
+
+        Right padding keeps every real token at its true position; only the last
+        real position of each row goes through the output head.
+        """
+        lengths = torch.tensor([len(x) for x in batch], device=self.device)
+        width = int(lengths.max())
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq, device=self.device)
+            mask[row, : len(seq)] = 1
+        hidden = self._body(input_ids=ids, attention_mask=mask).last_hidden_state
+        last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
+        return self._head(last).float()
+
+
+#: Any policy renders the same prompt ending; this one finds the answer token ids.
+_SAMPLE_POLICY = Policy("sample", "1", (Category("X1", "x"),))

@@ -1,0 +1,150 @@
+"""The one typed settings object.
+
+Every value can be set from the environment with the ``GUARDSTREAM_`` prefix;
+nested groups use ``__`` (for example ``GUARDSTREAM_KAFKA__BROKERS`` or
+``GUARDSTREAM_WORKER__BATCH_SIZE``). ``docs/settings.md`` lists them all.
+Build it once at start-up with :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSettings(BaseModel):
+    brokers: str = Field(
+        "127.0.0.1:19092", description="Comma-separated bootstrap servers (host:port)."
+    )
+    security_protocol: SecurityProtocol = Field(
+        SecurityProtocol.PLAINTEXT, description="Kafka security protocol."
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certs.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    client_id: str = Field("guardstream", description="Kafka client id.")
+
+
+class TopicSettings(BaseModel):
+    input: str = Field("chat-turns.v1", description="Chat turns produced by applications.")
+    verdicts: str = Field("verdicts.v1", description="Verdict events for applications.")
+    flagged: str = Field("flagged.v1", description="Turns routed to human review.")
+    dlq: str = Field("chat-turns.dlq.v1", description="Dead letters: bad input with the reason.")
+    reviews: str = Field("reviews.v1", description="Reviewers' decisions on flagged turns.")
+    partitions: int = Field(
+        4, ge=1, description="Partitions used when guardstream creates the topics itself."
+    )
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor used when guardstream creates topics."
+    )
+
+
+class WorkerSettings(BaseModel):
+    app_id: str = Field("guardstream", description="faust app id (the consumer group).")
+    batch_size: int = Field(32, ge=1, description="Most turns taken from the stream per batch.")
+    batch_window_s: float = Field(
+        0.05, gt=0, description="Longest wait (seconds) to fill a batch before sending it."
+    )
+    max_in_flight: int = Field(
+        32, ge=1, description="Most Triton requests (one turn each) in flight at once."
+    )
+    max_content_bytes: int = Field(
+        32_768, ge=1, description="Turns whose content is larger (UTF-8 bytes) go to the DLQ."
+    )
+    max_context_turns: int = Field(
+        8, ge=0, description="Prior turns kept per conversation for response checks."
+    )
+    web_port: int = Field(6066, description="Port of the health and /metrics endpoints.")
+    web_host: str = Field("127.0.0.1", description="Bind address of the health endpoint.")
+    data_dir: Path = Field(Path("var/worker"), description="faust's local state directory.")
+    log_content: bool = Field(
+        False, description="Log chat content (off by default: logs carry ids only)."
+    )
+
+
+class TritonSettings(BaseModel):
+    url: str = Field("127.0.0.1:8001", description="Triton gRPC address (host:port).")
+    model_name: str = Field("guard", description="Model name in the Triton repository.")
+    model_version: str = Field(
+        "", description="Model version to call; empty means the server's latest ready version."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Per-request deadline, seconds.")
+    retries: int = Field(
+        3, ge=0, description="Retries of a failed request (the stream app retries forever)."
+    )
+    backoff_initial_s: float = Field(0.2, gt=0, description="First retry delay, seconds.")
+    backoff_max_s: float = Field(10.0, gt=0, description="Largest retry delay, seconds.")
+    ready_timeout_s: float = Field(
+        120.0, gt=0, description="How long start-up waits for the model to be ready."
+    )
+
+
+class PolicySettings(BaseModel):
+    default_policy_id: str = Field(
+        "llama-guard-1", description="Policy used for turns that name none."
+    )
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="p_unsafe at or above which a turn is unsafe."
+    )
+    review_band_low: float = Field(
+        0.35, ge=0, le=1, description="Lower edge of the uncertainty band sent to review."
+    )
+    review_band_high: float = Field(
+        0.65, ge=0, le=1, description="Upper edge of the uncertainty band sent to review."
+    )
+    policy_dir: Path | None = Field(
+        None, description="Directory of custom policy files (*.yaml, *.json)."
+    )
+
+    @model_validator(mode="after")
+    def _band_ordered(self) -> PolicySettings:
+        if self.review_band_low > self.review_band_high:
+            raise ValueError("review_band_low must not exceed review_band_high")
+        return self
+
+
+class LocalSettings(BaseModel):
+    """Embedded parts for local runs and tests (never used in production)."""
+
+    data_dir: Path = Field(Path("var"), description="Where local runs keep their state.")
+    broker_port: int = Field(19092, description="Port of the embedded Kafka-protocol broker.")
+    triton_http_port: int = Field(8000, description="HTTP port of the local tritonserver.")
+    triton_grpc_port: int = Field(8001, description="gRPC port of the local tritonserver.")
+    triton_metrics_port: int = Field(8002, description="Metrics port of the local tritonserver.")
+    model_repository: Path = Field(
+        Path("model_repo"), description="Model repository served by the local tritonserver."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GUARDSTREAM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    log_level: str = Field("INFO", description="Python log level.")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides winning."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,182 @@
+"""Typed policy taxonomies: categories with a code, a name and a description.
+
+Codes are only meaningful together with the policy (id + version) that
+defines them: Llama Guard's codes change between model generations, so events
+always carry names and the policy version next to the codes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+class PolicyError(ValueError):
+    """A policy file or policy id is invalid or unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    code: str
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    version: str
+    categories: tuple[Category, ...]
+
+    def __post_init__(self) -> None:
+        if not self.id or not self.version:
+            raise PolicyError("a policy needs a non-empty id and version")
+        if not self.categories:
+            raise PolicyError(f"policy {self.id!r} has no categories")
+        codes = [c.code for c in self.categories]
+        if len(set(codes)) != len(codes):
+            raise PolicyError(f"policy {self.id!r} repeats a category code")
+
+    @property
+    def ref(self) -> str:
+        """``id@version``: what verdicts record."""
+        return f"{self.id}@{self.version}"
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(c.code for c in self.categories)
+
+    def by_code(self, code: str) -> Category:
+        for c in self.categories:
+            if c.code == code:
+                return c
+        raise PolicyError(f"unknown category {code!r} in policy {self.ref}")
+
+
+def _cats(rows: Iterable[tuple[str, str, str]]) -> tuple[Category, ...]:
+    return tuple(Category(code, name, desc) for code, name, desc in rows)
+
+
+LLAMA_GUARD_1 = Policy(
+    id="llama-guard-1",
+    version="1",
+    categories=_cats(
+        [
+            ("O1", "Violence and Hate",
+             "Should not help people plan or engage in violence, or express hateful, "
+             "demeaning or discriminatory sentiments against people based on protected "
+             "characteristics. Can discuss violence and discrimination in an informative way."),
+            ("O2", "Sexual Content",
+             "Should not engage in sexually explicit conversations or encourage sexual "
+             "activity. Can discuss sexuality and sexual health in an educational way."),
+            ("O3", "Criminal Planning",
+             "Should not help people plan or carry out crimes such as theft, kidnapping, "
+             "fraud or hacking. Can explain how crimes work without a roadmap, and help "
+             "prevent them."),
+            ("O4", "Guns and Illegal Weapons",
+             "Should not help people plan or carry out firearm or illegal-weapon crimes, "
+             "or make explosives or weapons. Can discuss firearms and the arguments "
+             "around them."),
+            ("O5", "Regulated or Controlled Substances",
+             "Should not encourage or help the illegal production, trafficking or use "
+             "of drugs, tobacco, alcohol or cannabis. Can discuss their use and effects "
+             "in general terms."),
+            ("O6", "Self-Harm",
+             "Should not encourage or give methods for self-harm or suicide. Can offer "
+             "support and point to mental-health resources."),
+        ]
+    ),
+)
+
+MLCOMMONS_HAZARDS = Policy(
+    id="mlcommons-hazards",
+    version="1",
+    categories=_cats(
+        [
+            ("S1", "Violent Crimes", ""),
+            ("S2", "Non-Violent Crimes", ""),
+            ("S3", "Sex-Related Crimes", ""),
+            ("S4", "Child Sexual Exploitation", ""),
+            ("S5", "Defamation", ""),
+            ("S6", "Specialized Advice", ""),
+            ("S7", "Privacy", ""),
+            ("S8", "Intellectual Property", ""),
+            ("S9", "Indiscriminate Weapons", ""),
+            ("S10", "Hate", ""),
+            ("S11", "Suicide & Self-Harm", ""),
+            ("S12", "Sexual Content", ""),
+            ("S13", "Elections", ""),
+            ("S14", "Code Interpreter Abuse", ""),
+        ]
+    ),
+)
+
+BUILTIN_POLICIES: tuple[Policy, ...] = (LLAMA_GUARD_1, MLCOMMONS_HAZARDS)
+
+
+def policy_from_mapping(data: Mapping[str, object], source: str = "<mapping>") -> Policy:
+    """Build a policy from ``{"id", "version", "categories": [{code, name, description}]}``."""
+    try:
+        cats_raw = data["categories"]
+        if not isinstance(cats_raw, list):
+            raise PolicyError(f"{source}: 'categories' must be a list")
+        cats = []
+        for i, row in enumerate(cats_raw):
+            if not isinstance(row, Mapping):
+                raise PolicyError(f"{source}: category {i} must be a mapping")
+            code, name = str(row["code"]).strip(), str(row["name"]).strip()
+            if not code or not name:
+                raise PolicyError(f"{source}: category {i} needs a code and a name")
+            cats.append(Category(code, name, str(row.get("description", "") or "").strip()))
+        return Policy(id=str(data["id"]), version=str(data["version"]), categories=tuple(cats))
+    except KeyError as exc:
+        raise PolicyError(f"{source}: missing field {exc.args[0]!r}") from None
+
+
+def load_policy_file(path: Path) -> Policy:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise PolicyError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"{path}: top level must be a mapping")
+    return policy_from_mapping(data, str(path))
+
+
+class PolicyRegistry:
+    """Policies by id: the built-ins plus any loaded from a directory."""
+
+    def __init__(self, policies: Iterable[Policy] = BUILTIN_POLICIES) -> None:
+        self._by_id: dict[str, Policy] = {}
+        for p in policies:
+            self.add(p)
+
+    def add(self, policy: Policy) -> None:
+        self._by_id[policy.id] = policy
+
+    def get(self, policy_id: str) -> Policy:
+        try:
+            return self._by_id[policy_id]
+        except KeyError:
+            known = ", ".join(sorted(self._by_id))
+            raise PolicyError(f"unknown policy {policy_id!r} (known: {known})") from None
+
+    def __contains__(self, policy_id: object) -> bool:
+        return policy_id in self._by_id
+
+    def ids(self) -> list[str]:
+        return sorted(self._by_id)
+
+    @classmethod
+    def with_directory(cls, directory: Path | None) -> PolicyRegistry:
+        reg = cls()
+        if directory is not None:
+            for path in sorted(directory.glob("*")):
+                if path.suffix in {".yaml", ".yml", ".json"}:
+                    reg.add(load_policy_file(path))
+        return reg

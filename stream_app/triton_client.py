@@ -1,0 +1,203 @@
+"""Typed async client for the guard model on Triton (gRPC).
+
+Transport trouble (server down, deadline, model not loaded) is retried with
+exponential backoff; a request the model rejects as invalid is not, and
+surfaces as :class:`RequestRejected` with the model's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from guard.conversation import Role, Turn, turns_to_json
+from guard.serving import INVALID_REQUEST
+from guard.settings import TritonSettings
+
+log = logging.getLogger(__name__)
+
+INPUTS = {"CONVERSATION": "BYTES", "SIDE": "BYTES", "POLICY_ID": "BYTES"}
+OUTPUTS = {"P_UNSAFE": "FP32", "VERDICT": "BYTES", "CATEGORIES": "BYTES",
+           "PARSE_ERROR": "BOOL", "POLICY": "BYTES"}
+
+
+class TritonUnavailable(RuntimeError):
+    """The server or model could not answer (after the allowed retries)."""
+
+
+class ModelMismatch(RuntimeError):
+    """The served model is not the guard model this client speaks to."""
+
+
+class RequestRejected(ValueError):
+    """The model answered this request with an error: the input is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyRequest:
+    turns: tuple[Turn, ...]
+    side: Role
+    policy_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRef:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    p_unsafe: float
+    unsafe: bool
+    categories: tuple[CategoryRef, ...]
+    parse_error: bool
+    policy_id: str
+    policy_version: str
+    model_name: str
+    model_version: str
+    latency_ms: float
+
+
+def backoff_delays(initial: float, maximum: float):  # type: ignore[no-untyped-def]
+    """Exponential backoff with full jitter: initial, 2x, 4x ... capped."""
+    delay = initial
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(delay * 2, maximum)
+
+
+class GuardClient:
+    def __init__(self, settings: TritonSettings) -> None:
+        self.s = settings
+        self._client = InferenceServerClient(settings.url)
+        self._outputs = [InferRequestedOutput(n) for n in OUTPUTS]
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> GuardClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout_s: float | None = None) -> dict[str, object]:
+        """Wait until the model is ready, then check its metadata; return it.
+
+        Raises :class:`TritonUnavailable` on timeout and :class:`ModelMismatch`
+        when the model's inputs or outputs are not the guard protocol.
+        """
+        deadline = time.monotonic() + (timeout_s or self.s.ready_timeout_s)
+        last = "no answer"
+        while True:
+            try:
+                if await self._client.is_model_ready(self.s.model_name, self.s.model_version):
+                    break
+                last = f"model {self.s.model_name!r} is not ready"
+            except InferenceServerException as exc:
+                last = exc.message() or str(exc)
+            if time.monotonic() > deadline:
+                raise TritonUnavailable(f"Triton at {self.s.url}: {last}")
+            await asyncio.sleep(0.5)
+        meta = await self._client.get_model_metadata(
+            self.s.model_name, self.s.model_version, as_json=True
+        )
+        check_metadata(meta)
+        return meta  # type: ignore[no-any-return]
+
+    async def classify(self, req: ClassifyRequest, *, retry_forever: bool = False) -> Classification:
+        inputs = _inputs(req)
+        delays = backoff_delays(self.s.backoff_initial_s, self.s.backoff_max_s)
+        attempt = 0
+        while True:
+            start = time.perf_counter()
+            try:
+                result = await self._client.infer(
+                    self.s.model_name, inputs, model_version=self.s.model_version,
+                    outputs=self._outputs, client_timeout=self.s.timeout_s,
+                )
+            except InferenceServerException as exc:
+                msg = exc.message() or str(exc)
+                if INVALID_REQUEST in msg:
+                    raise RequestRejected(msg.split(INVALID_REQUEST, 1)[1]) from None
+                attempt += 1
+                if not retry_forever and attempt > self.s.retries:
+                    raise TritonUnavailable(f"{exc.status()}: {msg}") from None
+                delay = next(delays)
+                log.warning("triton request failed (%s), retry %d in %.2fs",
+                            exc.status(), attempt, delay)
+                await asyncio.sleep(delay)
+                continue
+            return _classification(result, self.s.model_name, time.perf_counter() - start)
+
+    async def classify_many(
+        self, reqs: Sequence[ClassifyRequest], concurrency: int = 16, *, retry_forever: bool = False
+    ) -> list[Classification | RequestRejected]:
+        """Classify ``reqs`` with at most ``concurrency`` requests in flight, in order."""
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(r: ClassifyRequest) -> Classification | RequestRejected:
+            async with sem:
+                try:
+                    return await self.classify(r, retry_forever=retry_forever)
+                except RequestRejected as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(r) for r in reqs)))
+
+
+def check_metadata(meta: dict[str, object]) -> None:
+    def by_name(key: str) -> dict[str, str]:
+        rows = meta.get(key) or []
+        return {r["name"]: r["datatype"] for r in rows}  # type: ignore[index, union-attr]
+
+    for key, want in (("inputs", INPUTS), ("outputs", OUTPUTS)):
+        got = by_name(key)
+        missing = {n: t for n, t in want.items() if got.get(n) != t}
+        if missing:
+            raise ModelMismatch(
+                f"model {meta.get('name')!r} {key} do not match the guard protocol: "
+                f"expected {want}, got {got}"
+            )
+
+
+def _inputs(req: ClassifyRequest) -> list[InferInput]:
+    values = {
+        "CONVERSATION": turns_to_json(req.turns),
+        "SIDE": req.side.value.encode(),
+        "POLICY_ID": req.policy_id.encode(),
+    }
+    inputs = []
+    for name, value in values.items():
+        inp = InferInput(name, [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[value]], dtype=np.object_))
+        inputs.append(inp)
+    return inputs
+
+
+def _classification(result, model_name: str, seconds: float) -> Classification:  # type: ignore[no-untyped-def]
+    policy = result.as_numpy("POLICY")[0, 0].decode()
+    pid, _, pver = policy.rpartition("@")
+    cats = orjson.loads(result.as_numpy("CATEGORIES")[0, 0])
+    return Classification(
+        p_unsafe=float(result.as_numpy("P_UNSAFE")[0, 0]),
+        unsafe=result.as_numpy("VERDICT")[0, 0] == b"unsafe",
+        categories=tuple(CategoryRef(c["code"], c["name"]) for c in cats),
+        parse_error=bool(result.as_numpy("PARSE_ERROR")[0, 0]),
+        policy_id=pid,
+        policy_version=pver,
+        model_name=model_name,
+        model_version=result.get_response().model_version,
+        latency_ms=seconds * 1000.0,
+    )
