@@ -76,9 +76,7 @@ def render_categories(categories: Sequence[Category], with_descriptions: bool) -
 
 def render_conversation(turns: Sequence[Turn], special_tokens: Iterable[str] = ()) -> str:
     specials = tuple(special_tokens)
-    return "\n\n".join(
-        f"{_ROLE_LABEL[t.role]}: {neutralize(t.content, specials)}" for t in turns
-    )
+    return "\n\n".join(f"{_ROLE_LABEL[t.role]}: {neutralize(t.content, specials)}" for t in turns)
 
 
 def render_prompt(
@@ -98,8 +96,9 @@ def render_prompt(
     (:func:`guard.conversation.check_conversation`).
     """
     who = _ROLE_LABEL[side]
-    cats = render_categories(policy.categories if categories is None else categories,
-                             with_descriptions)
+    cats = render_categories(
+        policy.categories if categories is None else categories, with_descriptions
+    )
     convo = render_conversation(turns, special_tokens)
     last = "ONLY THE LAST " if fmt is PromptFormat.LG3 else ""
     body = (

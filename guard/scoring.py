@@ -112,7 +112,7 @@ class CausalLMGuard:
         self.pad_id: int = pad if pad is not None else (tokenizer.eos_token_id or 0)  # type: ignore[attr-defined]
         self.safe_id, self.unsafe_id = answer_token_ids(tokenizer, self.cfg.prompt_format)
         self._head = model.get_output_embeddings()  # type: ignore[operator]
-        self._body = model.base_model  # type: ignore[attr-defined]
+        self._body: torch.nn.Module = model.base_model  # type: ignore[assignment]
 
     @classmethod
     def load(
@@ -126,7 +126,8 @@ class CausalLMGuard:
         device = device or pick_device()
         tok = AutoTokenizer.from_pretrained(str(checkpoint))
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=pick_dtype(device))
-        return cls(model.to(device), tok, config, name=Path(checkpoint).name)
+        model.to(device)  # type: ignore[arg-type]
+        return cls(model, tok, config, name=Path(checkpoint).name)
 
     # -- prompts ---------------------------------------------------------------
 
@@ -150,8 +151,12 @@ class CausalLMGuard:
 
     def render(self, turns: Sequence[Turn], side: Role, policy: Policy) -> str:
         return render_prompt(
-            turns, side, policy, self.cfg.prompt_format,
-            with_descriptions=self.cfg.with_descriptions, special_tokens=self.specials,
+            turns,
+            side,
+            policy,
+            self.cfg.prompt_format,
+            with_descriptions=self.cfg.with_descriptions,
+            special_tokens=self.specials,
         )
 
     def _ids(self, text: str) -> list[int]:
@@ -166,7 +171,9 @@ class CausalLMGuard:
         return self.score_ids(encoded, [r.policy for r in requests])
 
     @torch.inference_mode()
-    def score_ids(self, encoded: Sequence[list[int]], policies: Sequence[Policy]) -> list[GuardResult]:
+    def score_ids(
+        self, encoded: Sequence[list[int]], policies: Sequence[Policy]
+    ) -> list[GuardResult]:
         results: list[GuardResult | None] = [None] * len(encoded)
         for chunk in self._length_batches(encoded):
             logits = self._first_step_logits([encoded[i] for i in chunk])
@@ -195,7 +202,7 @@ class CausalLMGuard:
 
     def _decode_answer(self, ids: list[int]) -> str:
         """Greedy decode of the category line after a forced ``unsafe`` token."""
-        prompt = torch.tensor([ids + [self.unsafe_id]], device=self.device)
+        prompt = torch.tensor([[*ids, self.unsafe_id]], device=self.device)
         out = self.model.generate(  # type: ignore[operator]
             input_ids=prompt,
             attention_mask=torch.ones_like(prompt),
@@ -203,7 +210,7 @@ class CausalLMGuard:
             do_sample=False,
             pad_token_id=self.pad_id,
         )
-        new = out[0, len(ids):].tolist()
+        new = out[0, len(ids) :].tolist()
         return self.tok.decode(new, skip_special_tokens=True)  # type: ignore[attr-defined]
 
     def _length_batches(self, encoded: Sequence[list[int]]) -> list[list[int]]:

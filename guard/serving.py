@@ -60,8 +60,10 @@ class ServiceConfig:
         else the ``checkpoint`` parameter.
         """
         own = version_dir / "checkpoint"
-        ckpt = own if own.is_dir() else Path(
-            os.environ.get(CHECKPOINT_ENV) or params.get("checkpoint", "")
+        ckpt = (
+            own
+            if own.is_dir()
+            else Path(os.environ.get(CHECKPOINT_ENV) or params.get("checkpoint", ""))
         )
         if not str(ckpt) or not ckpt.is_dir():
             raise FileNotFoundError(

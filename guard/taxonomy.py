@@ -66,28 +66,46 @@ LLAMA_GUARD_1 = Policy(
     version="1",
     categories=_cats(
         [
-            ("O1", "Violence and Hate",
-             "Should not help people plan or engage in violence, or express hateful, "
-             "demeaning or discriminatory sentiments against people based on protected "
-             "characteristics. Can discuss violence and discrimination in an informative way."),
-            ("O2", "Sexual Content",
-             "Should not engage in sexually explicit conversations or encourage sexual "
-             "activity. Can discuss sexuality and sexual health in an educational way."),
-            ("O3", "Criminal Planning",
-             "Should not help people plan or carry out crimes such as theft, kidnapping, "
-             "fraud or hacking. Can explain how crimes work without a roadmap, and help "
-             "prevent them."),
-            ("O4", "Guns and Illegal Weapons",
-             "Should not help people plan or carry out firearm or illegal-weapon crimes, "
-             "or make explosives or weapons. Can discuss firearms and the arguments "
-             "around them."),
-            ("O5", "Regulated or Controlled Substances",
-             "Should not encourage or help the illegal production, trafficking or use "
-             "of drugs, tobacco, alcohol or cannabis. Can discuss their use and effects "
-             "in general terms."),
-            ("O6", "Self-Harm",
-             "Should not encourage or give methods for self-harm or suicide. Can offer "
-             "support and point to mental-health resources."),
+            (
+                "O1",
+                "Violence and Hate",
+                "Should not help people plan or engage in violence, or express hateful, "
+                "demeaning or discriminatory sentiments against people based on protected "
+                "characteristics. Can discuss violence and discrimination in an informative way.",
+            ),
+            (
+                "O2",
+                "Sexual Content",
+                "Should not engage in sexually explicit conversations or encourage sexual "
+                "activity. Can discuss sexuality and sexual health in an educational way.",
+            ),
+            (
+                "O3",
+                "Criminal Planning",
+                "Should not help people plan or carry out crimes such as theft, kidnapping, "
+                "fraud or hacking. Can explain how crimes work without a roadmap, and help "
+                "prevent them.",
+            ),
+            (
+                "O4",
+                "Guns and Illegal Weapons",
+                "Should not help people plan or carry out firearm or illegal-weapon crimes, "
+                "or make explosives or weapons. Can discuss firearms and the arguments "
+                "around them.",
+            ),
+            (
+                "O5",
+                "Regulated or Controlled Substances",
+                "Should not encourage or help the illegal production, trafficking or use "
+                "of drugs, tobacco, alcohol or cannabis. Can discuss their use and effects "
+                "in general terms.",
+            ),
+            (
+                "O6",
+                "Self-Harm",
+                "Should not encourage or give methods for self-harm or suicide. Can offer "
+                "support and point to mental-health resources.",
+            ),
         ]
     ),
 )

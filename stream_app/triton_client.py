@@ -27,8 +27,13 @@ from guard.settings import TritonSettings
 log = logging.getLogger(__name__)
 
 INPUTS = {"CONVERSATION": "BYTES", "SIDE": "BYTES", "POLICY_ID": "BYTES"}
-OUTPUTS = {"P_UNSAFE": "FP32", "VERDICT": "BYTES", "CATEGORIES": "BYTES",
-           "PARSE_ERROR": "BOOL", "POLICY": "BYTES"}
+OUTPUTS = {
+    "P_UNSAFE": "FP32",
+    "VERDICT": "BYTES",
+    "CATEGORIES": "BYTES",
+    "PARSE_ERROR": "BOOL",
+    "POLICY": "BYTES",
+}
 
 
 class TritonUnavailable(RuntimeError):
@@ -116,7 +121,9 @@ class GuardClient:
         check_metadata(meta)
         return meta  # type: ignore[no-any-return]
 
-    async def classify(self, req: ClassifyRequest, *, retry_forever: bool = False) -> Classification:
+    async def classify(
+        self, req: ClassifyRequest, *, retry_forever: bool = False
+    ) -> Classification:
         inputs = _inputs(req)
         delays = backoff_delays(self.s.backoff_initial_s, self.s.backoff_max_s)
         attempt = 0
@@ -124,8 +131,11 @@ class GuardClient:
             start = time.perf_counter()
             try:
                 result = await self._client.infer(
-                    self.s.model_name, inputs, model_version=self.s.model_version,
-                    outputs=self._outputs, client_timeout=self.s.timeout_s,
+                    self.s.model_name,
+                    inputs,
+                    model_version=self.s.model_version,
+                    outputs=self._outputs,
+                    client_timeout=self.s.timeout_s,
                 )
             except InferenceServerException as exc:
                 msg = exc.message() or str(exc)
@@ -135,8 +145,9 @@ class GuardClient:
                 if not retry_forever and attempt > self.s.retries:
                     raise TritonUnavailable(f"{exc.status()}: {msg}") from None
                 delay = next(delays)
-                log.warning("triton request failed (%s), retry %d in %.2fs",
-                            exc.status(), attempt, delay)
+                log.warning(
+                    "triton request failed (%s), retry %d in %.2fs", exc.status(), attempt, delay
+                )
                 await asyncio.sleep(delay)
                 continue
             return _classification(result, self.s.model_name, time.perf_counter() - start)
@@ -159,8 +170,8 @@ class GuardClient:
 
 def check_metadata(meta: dict[str, object]) -> None:
     def by_name(key: str) -> dict[str, str]:
-        rows = meta.get(key) or []
-        return {r["name"]: r["datatype"] for r in rows}  # type: ignore[index, union-attr]
+        rows: list[dict[str, str]] = meta.get(key) or []  # type: ignore[assignment]
+        return {r["name"]: r["datatype"] for r in rows}
 
     for key, want in (("inputs", INPUTS), ("outputs", OUTPUTS)):
         got = by_name(key)

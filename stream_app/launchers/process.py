@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -47,20 +48,26 @@ class ManagedProcess:
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         log.info("starting %s (log: %s)", self.name, self.log_path)
         self.proc = subprocess.Popen(
-            self.argv, stdout=logf, stderr=subprocess.STDOUT, env=dict(self.env or os.environ),
-            cwd=self.cwd, start_new_session=True,
+            self.argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=dict(self.env or os.environ),
+            cwd=self.cwd,
+            start_new_session=True,
         )
         logf.close()
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.stop()
-                raise StartupError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+                raise StartupError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
             try:
                 if self.ready():
                     log.info("%s ready (pid %d)", self.name, self.proc.pid)
                     return self
-            except Exception:  # noqa: BLE001 - not ready yet
+            except Exception:
                 pass
             time.sleep(0.2)
         self.stop()
@@ -94,23 +101,20 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 continue
         # reap any child left in the group
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         """SIGKILL at once (tests of crash recovery)."""
         if self.proc is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait()
 
     def __enter__(self) -> ManagedProcess:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -59,7 +59,10 @@ def prepare_backends(work_dir: Path) -> Path:
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     venv_bin = Path(sys.executable).parent
-    libs = [sysconfig.get_config_var("LIBDIR") or "", str(_pytriton_dir().parent.parent / "nvidia_pytriton.libs")]
+    libs = [
+        sysconfig.get_config_var("LIBDIR") or "",
+        str(_pytriton_dir().parent.parent / "nvidia_pytriton.libs"),
+    ]
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = ":".join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
     env["PATH"] = f"{venv_bin}:{env.get('PATH', '')}"
@@ -98,18 +101,29 @@ def triton_process(
         str(binary),
         f"--model-repository={model_repository.resolve()}",
         f"--backend-directory={backends.resolve()}",
-        "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
-        f"--http-port={ports.http}", f"--grpc-port={ports.grpc}", f"--metrics-port={ports.metrics}",
-        f"--exit-timeout-secs={exit_timeout_s}", "--allow-gpu-metrics=false",
-        "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
+        "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1",
+        "--metrics-address=127.0.0.1",
+        f"--http-port={ports.http}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-port={ports.metrics}",
+        f"--exit-timeout-secs={exit_timeout_s}",
+        "--allow-gpu-metrics=false",
+        "--pinned-memory-pool-byte-size=0",
+        "--cuda-memory-pool-byte-size=0:0",
         f"--cache-directory={_pytriton_dir() / 'caches'}",
-        "--strict-readiness=true", "--log-verbose=0",
+        "--strict-readiness=true",
+        "--log-verbose=0",
     ]
     if explicit_models is not None:
         argv.append("--model-control-mode=explicit")
         argv += [f"--load-model={m}" for m in explicit_models]
     return ManagedProcess(
-        "tritonserver", argv, ready=lambda: http_ready(ports.http),
-        log_path=work_dir / "tritonserver.log", env=server_env(env), cwd=work_dir,
+        "tritonserver",
+        argv,
+        ready=lambda: http_ready(ports.http),
+        log_path=work_dir / "tritonserver.log",
+        env=server_env(env),
+        cwd=work_dir,
         timeout_s=timeout_s,
     )

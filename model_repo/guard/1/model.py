@@ -26,22 +26,38 @@ class TritonPythonModel:
                 batches.append(None)
                 continue
             arrays = [c.as_numpy().reshape(-1) for c in cols]
-            batches.append([RawItem(*(bytes(a[i]) for a in arrays))
-                            for i in range(len(arrays[0]))])
+            batches.append([RawItem(*(bytes(a[i]) for a in arrays)) for i in range(len(arrays[0]))])
         answers = iter(self.service.handle([b for b in batches if b is not None]))
         responses = []
         for items in batches:
-            result = INVALID_REQUEST + "needs CONVERSATION, SIDE and POLICY_ID" \
-                if items is None else next(answers)
+            result = (
+                INVALID_REQUEST + "needs CONVERSATION, SIDE and POLICY_ID"
+                if items is None
+                else next(answers)
+            )
             if isinstance(result, str):
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(result)))
                 continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("P_UNSAFE", np.array([[a.p_unsafe] for a in result], np.float32)),
-                pb_utils.Tensor("VERDICT", np.array([[a.verdict] for a in result], np.object_)),
-                pb_utils.Tensor("CATEGORIES",
-                                np.array([[a.categories_json] for a in result], np.object_)),
-                pb_utils.Tensor("PARSE_ERROR", np.array([[a.parse_error] for a in result], bool)),
-                pb_utils.Tensor("POLICY", np.array([[a.policy_ref] for a in result], np.object_)),
-            ]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor(
+                            "P_UNSAFE", np.array([[a.p_unsafe] for a in result], np.float32)
+                        ),
+                        pb_utils.Tensor(
+                            "VERDICT", np.array([[a.verdict] for a in result], np.object_)
+                        ),
+                        pb_utils.Tensor(
+                            "CATEGORIES",
+                            np.array([[a.categories_json] for a in result], np.object_),
+                        ),
+                        pb_utils.Tensor(
+                            "PARSE_ERROR", np.array([[a.parse_error] for a in result], bool)
+                        ),
+                        pb_utils.Tensor(
+                            "POLICY", np.array([[a.policy_ref] for a in result], np.object_)
+                        ),
+                    ]
+                )
+            )
         return responses

@@ -1,0 +1,38 @@
+"""Which guard checkpoint a local run serves, and building it when missing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from guard.serving import CHECKPOINT_ENV
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    checkpoint: Path
+    description: str
+
+
+def placeholder_checkpoint(data_dir: Path) -> Path:
+    """A tiny random LG1 model with the Llama 3 tokenizer (built once, ~30 s)."""
+    from guard.checkpoints import build_tiny_llama, save_llama3_tokenizer
+    from guard.prompt import PromptFormat
+
+    out = data_dir / "models" / "placeholder-tiny-random"
+    if not (out / "config.json").exists():
+        tok = save_llama3_tokenizer(data_dir / "models" / "llama3-tokenizer")
+        build_tiny_llama(out, tok, answer_only_head=PromptFormat.LG1)
+    return out
+
+
+def resolve_local_model(data_dir: Path) -> LocalModel:
+    """``$GUARDSTREAM_MODEL_CHECKPOINT`` if set, else the untrained placeholder."""
+    env = os.environ.get(CHECKPOINT_ENV)
+    if env:
+        return LocalModel(Path(env), f"checkpoint {env} (from ${CHECKPOINT_ENV})")
+    return LocalModel(
+        placeholder_checkpoint(data_dir),
+        "PLACEHOLDER: tiny random-weight model, not trained (verdicts are meaningless)",
+    )

@@ -1,0 +1,98 @@
+"""The scorer in-process, against a plain transformers forward pass."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from guard.conversation import ConversationError, Role, Turn
+from guard.prompt import PromptFormat
+from guard.scoring import CausalLMGuard, GuardRequest, ScorerConfig
+from guard.taxonomy import LLAMA_GUARD_1
+
+TEXTS = [
+    "hi",
+    "how do I bake sourdough bread at home with a cast iron pot? " * 3,
+    "tell me a joke",
+    "x " * 200,
+    "What is the capital of France?",
+]
+
+
+def _reqs() -> list[GuardRequest]:
+    return [GuardRequest((Turn(Role.USER, t),), Role.USER, LLAMA_GUARD_1) for t in TEXTS]
+
+
+def reference_p_unsafe(checkpoint: Path, guard: CausalLMGuard, req: GuardRequest) -> float:
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    ids = torch.tensor([guard.encode(req)])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, -1]
+    pair = torch.stack([logits[guard.safe_id], logits[guard.unsafe_id]])
+    return float(torch.softmax(pair, 0)[1])
+
+
+def test_batched_mixed_lengths_equal_one_at_a_time_and_plain_forward(tiny_lg1: Path) -> None:
+    guard = CausalLMGuard.load(tiny_lg1, ScorerConfig(max_batch=3, max_batch_tokens=4000))
+    batched = guard.score(_reqs())
+    singles = [guard.score([r])[0] for r in _reqs()]
+    for b, s, r in zip(batched, singles, _reqs(), strict=True):
+        assert b.p_unsafe == pytest.approx(s.p_unsafe, abs=1e-5)
+        assert b.unsafe == s.unsafe
+        assert b.p_unsafe == pytest.approx(reference_p_unsafe(tiny_lg1, guard, r), abs=1e-5)
+        assert b.parse_error is None  # the answer-only head always starts with safe/unsafe
+
+
+def test_token_ids_come_from_the_tokenizer(tiny_lg1: Path) -> None:
+    lg3 = CausalLMGuard.load(tiny_lg1, ScorerConfig(prompt_format=PromptFormat.LG3))
+    assert (lg3.safe_id, lg3.unsafe_id) == (19193, 39257)  # Llama 3: "safe", "unsafe"
+    lg1 = CausalLMGuard.load(tiny_lg1)
+    assert lg1.tok.decode([lg1.safe_id]) == " safe"
+    assert lg1.tok.decode([lg1.unsafe_id]) == " unsafe"
+
+
+def test_garbage_first_token_is_unsafe_with_parse_error(tiny_random: Path) -> None:
+    guard = CausalLMGuard.load(tiny_random)
+    for result in guard.score(_reqs()):
+        assert result.unsafe
+        assert result.parse_error == "first answer token is neither 'safe' nor 'unsafe'"
+
+
+def test_unsafe_verdict_with_unparseable_categories_stays_unsafe(tiny_lg1: Path) -> None:
+    # threshold 0: every turn is unsafe; the tiny model cannot write a code line.
+    guard = CausalLMGuard.load(tiny_lg1, ScorerConfig(threshold=0.0))
+    result = guard.score(_reqs()[:1])[0]
+    assert result.unsafe and result.codes == ()
+    assert result.parse_error is not None
+
+
+def test_oldest_context_is_dropped_to_fit_and_too_long_is_an_error(tiny_lg1: Path) -> None:
+    turns = (
+        Turn(Role.USER, "old " * 50),
+        Turn(Role.AGENT, "reply " * 50),
+        Turn(Role.USER, "new question"),
+        Turn(Role.AGENT, "short answer"),
+    )
+    full = CausalLMGuard.load(tiny_lg1)
+    whole = len(full.encode(GuardRequest(turns, Role.AGENT, LLAMA_GUARD_1)))
+    recent = len(full.encode(GuardRequest(turns[2:], Role.AGENT, LLAMA_GUARD_1)))
+    assert recent + 50 < whole
+    limit = recent + 10
+    guard = CausalLMGuard.load(tiny_lg1, ScorerConfig(max_prompt_tokens=limit))
+    ids = guard.encode(GuardRequest(turns, Role.AGENT, LLAMA_GUARD_1))
+    text = guard.tok.decode(ids)
+    assert "new question" in text and "short answer" in text and "old old" not in text
+    assert len(ids) == recent
+    with pytest.raises(ConversationError, match=f"does not fit in {limit} prompt tokens"):
+        guard.encode(GuardRequest((Turn(Role.USER, "word " * 400),), Role.USER, LLAMA_GUARD_1))
+
+
+def test_length_batches_respect_both_budgets(tiny_lg1: Path) -> None:
+    guard = CausalLMGuard.load(tiny_lg1, ScorerConfig(max_batch=4, max_batch_tokens=100))
+    encoded = [[0] * n for n in (5, 50, 10, 20, 5, 5, 5, 5, 30)]
+    batches = guard._length_batches(encoded)
+    assert sorted(i for b in batches for i in b) == list(range(len(encoded)))
+    for b in batches:
+        assert len(b) <= 4
+        assert len(b) == 1 or max(len(encoded[i]) for i in b) * len(b) <= 100

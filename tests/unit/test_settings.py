@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from guard.settings import load_settings, settings_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_environment_overrides_with_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDSTREAM_KAFKA__BROKERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("GUARDSTREAM_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("GUARDSTREAM_WORKER__BATCH_SIZE", "7")
+    s = load_settings()
+    assert s.kafka.brokers == "k1:9092,k2:9092"
+    assert s.worker.batch_size == 7
+    assert "hunter2" not in s.model_dump_json()
+
+
+def test_invalid_values_fail_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDSTREAM_POLICY__REVIEW_BAND_LOW", "0.9")
+    monkeypatch.setenv("GUARDSTREAM_POLICY__REVIEW_BAND_HIGH", "0.1")
+    with pytest.raises(ValidationError, match="review_band_low"):
+        load_settings()
+
+
+def test_settings_doc_is_current_and_documents_every_field() -> None:
+    doc = settings_markdown()
+    assert (ROOT / "docs" / "settings.md").read_text() == doc, "run: guardstream settings --markdown"
+    assert "| None |" not in doc  # every field has a description

@@ -1,0 +1,30 @@
+import pytest
+
+from stream_app.triton_client import INPUTS, OUTPUTS, ModelMismatch, backoff_delays, check_metadata
+
+
+def _meta(inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, object]:
+    return {
+        "name": "guard",
+        "inputs": [{"name": n, "datatype": t, "shape": ["-1", "1"]} for n, t in inputs.items()],
+        "outputs": [{"name": n, "datatype": t, "shape": ["-1", "1"]} for n, t in outputs.items()],
+    }
+
+
+def test_matching_metadata_passes() -> None:
+    check_metadata(_meta(INPUTS, OUTPUTS))
+
+
+def test_wrong_model_is_refused_with_the_difference() -> None:
+    with pytest.raises(ModelMismatch, match="inputs do not match"):
+        check_metadata(_meta({"INPUT0": "FP32"}, OUTPUTS))
+    with pytest.raises(ModelMismatch, match="outputs do not match"):
+        check_metadata(_meta(INPUTS, {**OUTPUTS, "P_UNSAFE": "FP16"}))
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    delays = backoff_delays(0.1, 1.0)
+    got = [next(delays) for _ in range(8)]
+    assert 0.05 <= got[0] <= 0.1
+    assert all(d <= 1.0 for d in got)
+    assert got[-1] >= 0.5
