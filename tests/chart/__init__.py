@@ -1,0 +1,1 @@
+"""Helm chart tests: render charts/guardstream and assert on the manifests."""
