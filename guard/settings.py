@@ -69,6 +69,26 @@ class WorkerSettings(BaseModel):
     max_context_turns: int = Field(
         8, ge=0, description="Prior turns kept per conversation for response checks."
     )
+    max_conversations: int = Field(
+        100_000, ge=1, description="Conversations whose recent turns the worker keeps in memory."
+    )
+    max_batches_in_flight: int = Field(
+        2, ge=1, description="Batches being classified at once (pipelining depth)."
+    )
+    session_timeout_s: float = Field(
+        10.0,
+        ge=6,
+        description="Consumer-group session timeout: how soon a dead worker's "
+        "partitions move to the others (Kafka rejects values under 6 s).",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="Static consumer-group membership id (KIP-345): a restarted worker "
+        "with the same id takes its partitions back at once. Unique per worker replica.",
+    )
+    read_ahead: int = Field(
+        256, ge=1, description="Most messages buffered per partition ahead of classification."
+    )
     web_port: int = Field(6066, description="Port of the health and /metrics endpoints.")
     web_host: str = Field("127.0.0.1", description="Bind address of the health endpoint.")
     data_dir: Path = Field(Path("var/worker"), description="faust's local state directory.")
@@ -143,6 +163,31 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     local: LocalSettings = LocalSettings()
     log_level: str = Field("INFO", description="Python log level.")
+
+    def to_env(self) -> dict[str, str]:
+        """``GUARDSTREAM_*`` variables that make a child process see these settings."""
+        env = {"GUARDSTREAM_LOG_LEVEL": self.log_level}
+        for group in ("kafka", "topics", "worker", "triton", "policy", "local"):
+            values = getattr(self, group).model_dump(mode="json")
+            for key, value in values.items():
+                if value is not None:
+                    env[f"GUARDSTREAM_{group.upper()}__{key.upper()}"] = str(value)
+        if self.kafka.sasl_password is not None:
+            env["GUARDSTREAM_KAFKA__SASL_PASSWORD"] = self.kafka.sasl_password.get_secret_value()
+        return env
+
+    def for_local_stack(self) -> Settings:
+        """These settings pointed at the embedded broker and the local tritonserver."""
+        return self.model_copy(
+            update={
+                "kafka": self.kafka.model_copy(
+                    update={"brokers": f"127.0.0.1:{self.local.broker_port}"}
+                ),
+                "triton": self.triton.model_copy(
+                    update={"url": f"127.0.0.1:{self.local.triton_grpc_port}"}
+                ),
+            }
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

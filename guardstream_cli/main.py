@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
+
+import orjson
 
 from guard.settings import Settings, load_settings
 
@@ -52,6 +56,79 @@ def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def _sigterm_as_interrupt() -> None:
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def cmd_broker(args: argparse.Namespace, s: Settings) -> int:
+    from stream_app.launchers.broker import broker_process
+
+    with broker_process(s.local.data_dir / "broker", s.local.broker_port):
+        print(
+            f"kafka broker ready on 127.0.0.1:{s.local.broker_port} "
+            f"(data in {s.local.data_dir / 'broker'}; Ctrl-C stops it)",
+            flush=True,
+        )
+        _wait_for_signal()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
+    from stream_app.worker import run_worker
+
+    return run_worker(s)
+
+
+def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
+    from stream_app.topics import create_topics, topic_names
+
+    created = asyncio.run(create_topics(s))
+    for name in topic_names(s):
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, s: Settings) -> int:
+    from stream_app.kafka_io import produce, read_turns
+
+    records = read_turns(Path(args.file), s.worker.max_content_bytes)
+    n = asyncio.run(produce(s, records))
+    print(f"sent {n} chat turns to {s.topics.input}", file=sys.stderr)
+    return 0
+
+
+def cmd_follow(args: argparse.Namespace, s: Settings) -> int:
+    from stream_app.kafka_io import follow
+
+    topic = {
+        "verdicts": s.topics.verdicts,
+        "flagged": s.topics.flagged,
+        "dlq": s.topics.dlq,
+        "reviews": s.topics.reviews,
+        "input": s.topics.input,
+    }[args.topic]
+
+    async def run() -> None:
+        async for event in follow(s, topic, args.count, args.timeout):
+            sys.stdout.write(orjson.dumps(event).decode() + "\n")
+            sys.stdout.flush()
+
+    _sigterm_as_interrupt()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, s: Settings) -> int:
+    from stream_app.local_stack import run_up
+
+    _sigterm_as_interrupt()
+    return run_up(s, exit_after_samples=args.exit_after_samples)
+
+
 def cmd_settings(args: argparse.Namespace, s: Settings) -> int:
     from guard.settings import settings_markdown
 
@@ -70,6 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300.0, help="seconds to wait for the model to be ready"
     )
     serve.set_defaults(func=cmd_serve)
+    sub.add_parser("broker", help="run the local Kafka-protocol broker").set_defaults(
+        func=cmd_broker
+    )
+    sub.add_parser("worker", help="run the moderation worker").set_defaults(func=cmd_worker)
+    tp = sub.add_parser("topics", help="create the guardstream topics that do not exist")
+    tp.add_argument("action", choices=["create"])
+    tp.set_defaults(func=cmd_topics)
+    pr = sub.add_parser("produce", help="send chat turns (JSON lines) to the input topic")
+    pr.add_argument("file", help="JSONL file of chat-turn events")
+    pr.set_defaults(func=cmd_produce)
+    fo = sub.add_parser("follow", help="print events of an output topic as JSON lines")
+    fo.add_argument(
+        "--topic", default="verdicts", choices=["verdicts", "flagged", "dlq", "reviews", "input"]
+    )
+    fo.add_argument("--count", type=int, default=None, help="stop after N events")
+    fo.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
+    fo.set_defaults(func=cmd_follow)
+    up = sub.add_parser("up", help="run broker, Triton and worker locally with sample traffic")
+    up.add_argument(
+        "--exit-after-samples",
+        action="store_true",
+        help="exit once every sample turn has its verdict (default: keep following)",
+    )
+    up.set_defaults(func=cmd_up)
     st = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     st.add_argument("--markdown", action="store_true", help="print the settings reference")
     st.set_defaults(func=cmd_settings)
@@ -83,13 +184,15 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:
         sys.exit(func(args, settings))
     except Exception as exc:
+        from guard.events import EventError
         from stream_app.launchers.process import StartupError
 
-        if isinstance(exc, StartupError | FileNotFoundError):
+        if isinstance(exc, StartupError | FileNotFoundError | EventError):
             print(f"guardstream {args.command}: {exc}", file=sys.stderr)
             sys.exit(2)
         raise

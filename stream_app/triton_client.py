@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,8 +83,11 @@ def backoff_delays(initial: float, maximum: float):  # type: ignore[no-untyped-d
 
 
 class GuardClient:
-    def __init__(self, settings: TritonSettings) -> None:
+    def __init__(
+        self, settings: TritonSettings, on_retry: Callable[[], None] | None = None
+    ) -> None:
         self.s = settings
+        self._on_retry = on_retry
         self._client = InferenceServerClient(settings.url)
         self._outputs = [InferRequestedOutput(n) for n in OUTPUTS]
 
@@ -142,6 +145,8 @@ class GuardClient:
                 if INVALID_REQUEST in msg:
                     raise RequestRejected(msg.split(INVALID_REQUEST, 1)[1]) from None
                 attempt += 1
+                if self._on_retry is not None:
+                    self._on_retry()
                 if not retry_forever and attempt > self.s.retries:
                     raise TritonUnavailable(f"{exc.status()}: {msg}") from None
                 delay = next(delays)

@@ -67,3 +67,13 @@ def triton_server(
             "grpc": f"127.0.0.1:{ports.grpc}",
             "checkpoint": tiny_lg1,
         }
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real Kafka-protocol broker (noida-db from PyPI) on a free port."""
+    from stream_app.launchers.broker import broker_process
+
+    port = free_port()
+    with broker_process(tmp_path_factory.mktemp("broker"), port):
+        yield f"127.0.0.1:{port}"

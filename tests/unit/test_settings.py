@@ -27,5 +27,5 @@ def test_invalid_values_fail_at_start_up(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_settings_doc_is_current_and_documents_every_field() -> None:
     doc = settings_markdown()
-    assert (ROOT / "docs" / "settings.md").read_text() == doc, "run: guardstream settings --markdown"
+    assert (ROOT / "docs" / "settings.md").read_text() == doc, "regenerate docs/settings.md"
     assert "| None |" not in doc  # every field has a description

@@ -1,0 +1,290 @@
+"""Event schemas (JSON via orjson) and the pure functions around them.
+
+Each event carries ``schema_version``; topic names carry the version too
+(``chat-turns.v1``). docs/events.md shows an example of each.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from guard.conversation import Role, Turn
+
+SCHEMA_VERSION = 1
+#: Namespace of verdict ids: uuid5(namespace, event_id | model | policy).
+VERDICT_NAMESPACE = uuid.UUID("5b0c7c1e-5a8f-4d0b-9a55-6f1f0a9d2c10")
+
+
+class EventError(ValueError):
+    """A chat-turn event is malformed; the message is the dead-letter reason."""
+
+
+class Decision(StrEnum):
+    SAFE = "safe"
+    UNSAFE = "unsafe"
+
+
+class ReviewReason(StrEnum):
+    UNSAFE = "unsafe"
+    PARSE_ERROR = "parse_error"
+    UNCERTAIN = "uncertain"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(value: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise EventError(f"timestamp is not RFC 3339: {value[:40]!r}") from None
+    if ts.tzinfo is None:
+        raise EventError("timestamp needs a time zone (RFC 3339)")
+    return ts
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """A chat turn as applications produce it (input topic, key = conversation id)."""
+
+    event_id: str
+    conversation_id: str
+    turn_index: int
+    role: Role
+    content: str
+    timestamp: str
+    tenant: str | None = None
+    policy_id: str | None = None
+    context: tuple[Turn, ...] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "event_id": self.event_id,
+            "conversation_id": self.conversation_id,
+            "turn_index": self.turn_index,
+            "role": self.role.value,
+            "content": self.content,
+            "timestamp": self.timestamp,
+        }
+        if self.tenant is not None:
+            d["tenant"] = self.tenant
+        if self.policy_id is not None:
+            d["policy_id"] = self.policy_id
+        if self.context is not None:
+            d["context"] = [{"role": t.role.value, "content": t.content} for t in self.context]
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def _field(
+    data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True
+) -> Any:
+    if name not in data or data[name] is None:
+        if required:
+            raise EventError(f"missing field {name!r}")
+        return None
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise EventError(f"field {name!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
+    """Validate and decode a chat-turn event; :class:`EventError` says why not."""
+    if raw is None:
+        raise EventError("empty message (no value)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else "not valid JSON"
+        raise EventError(f"{reason}: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise EventError("event must be a JSON object")
+    version = _field(data, "schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise EventError(f"unsupported schema_version {version} (supported: {SCHEMA_VERSION})")
+    event_id = _field(data, "event_id", str)
+    conversation_id = _field(data, "conversation_id", str)
+    if not event_id.strip() or not conversation_id.strip():
+        raise EventError("event_id and conversation_id must not be empty")
+    turn_index = _field(data, "turn_index", int)
+    if turn_index < 0:
+        raise EventError("turn_index must be >= 0")
+    role_raw = _field(data, "role", str)
+    if role_raw not in (Role.USER.value, Role.AGENT.value):
+        raise EventError(f"field 'role' must be 'user' or 'agent', got {role_raw[:20]!r}")
+    content = _field(data, "content", str)
+    size = len(content.encode("utf-8"))
+    if size > max_content_bytes:
+        raise EventError(f"content is {size} bytes, over the limit of {max_content_bytes}")
+    if not content.strip():
+        raise EventError("content is empty")
+    timestamp = _field(data, "timestamp", str)
+    parse_rfc3339(timestamp)
+    context_raw = _field(data, "context", list, required=False)
+    context = None
+    if context_raw is not None:
+        turns = []
+        total = size
+        for i, t in enumerate(context_raw):
+            if (
+                not isinstance(t, dict)
+                or t.get("role") not in ("user", "agent")
+                or not isinstance(t.get("content"), str)
+            ):
+                raise EventError(f"context[{i}] must be {{'role': 'user'|'agent', 'content': str}}")
+            total += len(t["content"].encode("utf-8"))
+            turns.append(Turn(Role(t["role"]), t["content"]))
+        if total > max_content_bytes * 4:
+            raise EventError(f"context is {total} bytes, over the limit of {max_content_bytes * 4}")
+        context = tuple(turns)
+    return ChatTurn(
+        event_id=event_id,
+        conversation_id=conversation_id,
+        turn_index=turn_index,
+        role=Role(role_raw),
+        content=content,
+        timestamp=timestamp,
+        tenant=_field(data, "tenant", str, required=False),
+        policy_id=_field(data, "policy_id", str, required=False),
+        context=context,
+    )
+
+
+def verdict_id(event_id: str, model: str, model_version: str, policy_ref: str) -> str:
+    """Deterministic: the same turn judged by the same model and policy, the same id."""
+    return str(uuid.uuid5(VERDICT_NAMESPACE, f"{event_id}|{model}:{model_version}|{policy_ref}"))
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryHit:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictEvent:
+    verdict_id: str
+    event_id: str
+    conversation_id: str
+    turn_index: int
+    role: str
+    verdict: Decision
+    p_unsafe: float
+    categories: tuple[CategoryHit, ...]
+    parse_error: bool
+    review_reasons: tuple[ReviewReason, ...]
+    policy_id: str
+    policy_version: str
+    model_name: str
+    model_version: str
+    context_turns: int
+    latency_ms: float
+    turn_timestamp: str
+    decided_at: str
+    tenant: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["categories"] = [{"code": c.code, "name": c.name} for c in self.categories]
+        d["review_reasons"] = [r.value for r in self.review_reasons]
+        d["verdict"] = self.verdict.value
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def review_reasons(
+    unsafe: bool, parse_error: bool, p_unsafe: float, band: tuple[float, float]
+) -> tuple[ReviewReason, ...]:
+    """Why a verdict goes to human review (empty: it does not)."""
+    reasons = []
+    if unsafe:
+        reasons.append(ReviewReason.UNSAFE)
+    if parse_error:
+        reasons.append(ReviewReason.PARSE_ERROR)
+    if band[0] <= p_unsafe <= band[1]:
+        reasons.append(ReviewReason.UNCERTAIN)
+    return tuple(reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedEvent:
+    """A turn for human review: the turn, the context it was judged in, the verdict."""
+
+    verdict: VerdictEvent
+    turn: ChatTurn
+    context: tuple[Turn, ...]
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema_version": self.schema_version,
+                "flagged_id": self.verdict.verdict_id,
+                "reasons": [r.value for r in self.verdict.review_reasons],
+                "turn": self.turn.to_dict(),
+                "context": [{"role": t.role.value, "content": t.content} for t in self.context],
+                "verdict": self.verdict.to_dict(),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+    source_topic: str
+    partition: int
+    offset: int
+    original: bytes | None
+    key: bytes | None = None
+    received_at: str = field(default_factory=now_rfc3339)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        def b64(b: bytes | None) -> str | None:
+            return None if b is None else base64.b64encode(b).decode()
+
+        return orjson.dumps(
+            {
+                "schema_version": self.schema_version,
+                "reason": self.reason,
+                "source_topic": self.source_topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "original_b64": b64(self.original),
+                "key_b64": b64(self.key),
+                "received_at": self.received_at,
+            }
+        )
+
+
+def conversation_for(turn: ChatTurn, history: Sequence[Turn], max_context: int) -> tuple[Turn, ...]:
+    """The turns the guard sees: the last ``max_context`` turns of context (from the
+    event, else ``history``) and this turn.
+
+    An agent turn with no known user turn before it gets a placeholder user turn
+    so that it can still be checked as a response.
+    """
+    context = turn.context if turn.context is not None else tuple(history)
+    context = tuple(context[-max_context:]) if max_context else ()
+    turns = (*context, Turn(turn.role, turn.content))
+    if turn.role is Role.AGENT and not any(t.role is Role.USER for t in context):
+        turns = (Turn(Role.USER, "[earlier conversation unavailable]"), *turns)
+    return turns

@@ -1,0 +1,39 @@
+"""Builds the faust App from settings (and nothing else)."""
+
+from __future__ import annotations
+
+import faust
+
+from guard.settings import Settings
+from stream_app.kafka_config import faust_broker
+
+
+def create_app(s: Settings) -> faust.App:
+    urls, credentials = faust_broker(s.kafka)
+    return faust.App(
+        s.worker.app_id,
+        broker=urls,
+        broker_credentials=credentials,
+        processing_guarantee="at_least_once",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=s.topics.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_buffer_maxsize=s.worker.read_ahead,
+        broker_max_poll_records=s.worker.read_ahead,
+        broker_commit_interval=1.0,
+        broker_session_timeout=s.worker.session_timeout_s,
+        consumer_group_instance_id=s.worker.group_instance_id,
+        broker_heartbeat_interval=s.worker.session_timeout_s / 3,
+        broker_rebalance_timeout=s.worker.session_timeout_s * 2,
+        broker_max_poll_interval=max(60.0, s.worker.session_timeout_s * 6),
+        web_enabled=True,
+        web_port=s.worker.web_port,
+        web_bind=s.worker.web_host,
+        web_host=s.worker.web_host,
+        datadir=str(s.worker.data_dir),
+        store="memory://",
+        autodiscover=False,
+    )

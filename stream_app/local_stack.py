@@ -1,0 +1,150 @@
+"""``guardstream up``: everything on one machine, with sample traffic.
+
+Starts the embedded broker, the local tritonserver with the default model,
+the worker (as a child process), sends the sample conversations and prints
+each verdict as it arrives. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from guard.conversation import Role
+from guard.events import ChatTurn, now_rfc3339
+from guard.settings import Settings
+from stream_app.launchers.process import ManagedProcess
+
+SAMPLES = Path(__file__).parent / "samples" / "conversations.jsonl"
+
+
+def sample_turns(path: Path = SAMPLES, run_id: str | None = None) -> list[ChatTurn]:
+    """The sample conversations as chat-turn events with fresh ids for this run."""
+    run_id = run_id or uuid.uuid4().hex[:8]
+    index: dict[str, int] = {}
+    turns = []
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        row = orjson.loads(line)
+        conv = f"{row['conversation_id']}-{run_id}"
+        i = index.get(conv, 0)
+        index[conv] = i + 1
+        turns.append(
+            ChatTurn(
+                event_id=f"{conv}-{i}",
+                conversation_id=conv,
+                turn_index=i,
+                role=Role(row["role"]),
+                content=row["content"],
+                timestamp=now_rfc3339(),
+            )
+        )
+    return turns
+
+
+def format_verdict(v: dict[str, object], content: str | None) -> str:
+    cats = ", ".join(f"{c['code']} {c['name']}" for c in v["categories"])  # type: ignore[attr-defined]
+    flags = []
+    if v["parse_error"]:
+        flags.append("PARSE ERROR")
+    if v["review_reasons"]:
+        flags.append("-> review")
+    text = "" if content is None else f'  "{content[:70]}{"..." if len(content) > 70 else ""}"'
+    return (
+        f"{str(v['verdict']).upper():6} p={float(v['p_unsafe']):.3f} "  # type: ignore[arg-type]
+        f"{v['role']:5} {v['conversation_id']}#{v['turn_index']}"
+        f"{' [' + cats + ']' if cats else ''}{' ' + ' '.join(flags) if flags else ''}{text}"
+    )
+
+
+def _worker_ready(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+        return bool(r.status == 200)
+
+
+@contextlib.contextmanager
+def local_services(s: Settings, with_worker: bool = True) -> Iterator[dict[str, ManagedProcess]]:
+    """Broker, tritonserver (default model) and, optionally, the worker."""
+    from stream_app.launchers.broker import broker_process
+    from stream_app.launchers.model import resolve_local_model
+    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+    from stream_app.topics import create_topics
+
+    s = s.for_local_stack()
+    model = resolve_local_model(s.local.data_dir)
+    print(f"model: {model.description}", flush=True)
+    procs: dict[str, ManagedProcess] = {}
+    with contextlib.ExitStack() as stack:
+        procs["broker"] = stack.enter_context(
+            broker_process(s.local.data_dir / "broker", s.local.broker_port)
+        )
+        print(f"broker: 127.0.0.1:{s.local.broker_port}", flush=True)
+        procs["triton"] = stack.enter_context(
+            triton_process(
+                s.local.model_repository,
+                s.local.data_dir / "triton",
+                TritonPorts(
+                    s.local.triton_http_port, s.local.triton_grpc_port, s.local.triton_metrics_port
+                ),
+                explicit_models=[s.triton.model_name],
+                env={"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())},
+                timeout_s=300,
+            )
+        )
+        print(f"triton: grpc 127.0.0.1:{s.local.triton_grpc_port}", flush=True)
+        asyncio.run(create_topics(s))
+        if with_worker:
+            procs["worker"] = stack.enter_context(
+                ManagedProcess(
+                    "worker",
+                    [sys.executable, "-m", "guardstream_cli.main", "worker"],
+                    ready=lambda: _worker_ready(s.worker.web_port),
+                    log_path=s.local.data_dir / "worker.log",
+                    env={**os.environ, **s.to_env()},
+                    timeout_s=120,
+                )
+            )
+            print(
+                f"worker: metrics http://127.0.0.1:{s.worker.web_port}/metrics "
+                f"(log {s.local.data_dir / 'worker.log'})",
+                flush=True,
+            )
+        yield procs
+
+
+async def show_verdicts(s: Settings, turns: list[ChatTurn], forever: bool) -> int:
+    from stream_app.kafka_io import follow, produce
+
+    by_id = {t.event_id: t for t in turns}
+    await produce(s, [(t.conversation_id.encode(), t.to_json()) for t in turns])
+    print(f"sent {len(turns)} sample turns to {s.topics.input}; verdicts:", flush=True)
+    seen: set[str] = set()
+    async for v in follow(s, s.topics.verdicts, timeout_s=None if forever else 300):
+        eid = str(v.get("event_id"))
+        turn = by_id.get(eid)
+        if forever or turn is not None:
+            print(format_verdict(v, turn.content if turn else None), flush=True)
+        seen.add(eid)
+        if not forever and seen >= set(by_id):
+            break
+    return 0 if seen >= set(by_id) else 1
+
+
+def run_up(s: Settings, exit_after_samples: bool) -> int:
+    s = s.for_local_stack()
+    with local_services(s):
+        try:
+            rc = asyncio.run(show_verdicts(s, sample_turns(), forever=not exit_after_samples))
+        except KeyboardInterrupt:
+            rc = 0
+        print("stopping...", flush=True)
+    return rc

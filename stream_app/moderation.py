@@ -1,0 +1,154 @@
+"""The moderation step, apart from faust: decode, classify, route, deliver.
+
+The faust agent (``stream_app/agents.py``) hands each batch of raw messages to
+:meth:`Moderator.plan` (in arrival order: it updates the per-conversation
+context) and then awaits :meth:`Moderator.run`, which returns only when every
+output -- verdict, flagged turn or dead letter -- has been acknowledged by the
+broker. Only then does the agent ack the input offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from guard.conversation import Turn
+from guard.events import (
+    CategoryHit,
+    ChatTurn,
+    DeadLetter,
+    Decision,
+    EventError,
+    FlaggedEvent,
+    VerdictEvent,
+    conversation_for,
+    decode_chat_turn,
+    now_rfc3339,
+    review_reasons,
+    verdict_id,
+)
+from guard.settings import Settings
+from stream_app.context_cache import ContextCache
+from stream_app.metrics import WorkerMetrics
+from stream_app.triton_client import Classification, ClassifyRequest, GuardClient, RequestRejected
+
+log = logging.getLogger(__name__)
+
+#: send(topic, key, value) -> awaitable that resolves once the broker has the record.
+Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    msg: RawMessage
+    turn: ChatTurn | None
+    turns: tuple[Turn, ...] = ()
+    error: str | None = None
+
+
+class Moderator:
+    def __init__(
+        self, settings: Settings, client: GuardClient, send: Send, metrics: WorkerMetrics
+    ) -> None:
+        self.s = settings
+        self.client = client
+        self.send = send
+        self.metrics = metrics
+        self.cache = ContextCache(
+            settings.worker.max_context_turns, settings.worker.max_conversations
+        )
+        self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
+
+    def plan(self, batch: Sequence[RawMessage]) -> list[Planned]:
+        """Decode each message and attach its conversation, in arrival order."""
+        out = []
+        for msg in batch:
+            self.metrics.turns_in.inc()
+            try:
+                turn = decode_chat_turn(msg.value, self.s.worker.max_content_bytes)
+            except EventError as exc:
+                out.append(Planned(msg, None, error=str(exc)))
+                continue
+            history = self.cache.history(turn.conversation_id, turn.turn_index)
+            turns = conversation_for(turn, history, self.s.worker.max_context_turns)
+            self.cache.add(turn.conversation_id, turn.turn_index, Turn(turn.role, turn.content))
+            out.append(Planned(msg, turn, turns))
+        return out
+
+    async def run(self, planned: Sequence[Planned]) -> None:
+        """Classify and deliver every planned message; return when all are durable."""
+        self.metrics.batch_size.observe(len(planned))
+        deliveries = await asyncio.gather(*(self._one(p) for p in planned))
+        await asyncio.gather(*(d for ds in deliveries for d in ds))
+
+    async def _one(self, p: Planned) -> list[Awaitable[object]]:
+        if p.turn is None:
+            return [await self._dead_letter(p.msg, p.error or "malformed", "malformed")]
+        req = ClassifyRequest(p.turns, p.turn.role, p.turn.policy_id or "")
+        async with self._requests:
+            try:
+                result = await self.client.classify(req, retry_forever=True)
+            except RequestRejected as exc:
+                return [await self._dead_letter(p.msg, f"rejected by the model: {exc}", "rejected")]
+        self.metrics.triton_latency.observe(result.latency_ms / 1000.0)
+        verdict = self.make_verdict(p.turn, result, len(req.turns) - 1)
+        self._count(verdict)
+        sends = [await self.send(self.s.topics.verdicts, p.msg.key, verdict.to_json())]
+        if verdict.review_reasons:
+            flagged = FlaggedEvent(verdict, p.turn, req.turns[:-1])
+            sends.append(await self.send(self.s.topics.flagged, p.msg.key, flagged.to_json()))
+        if self.s.worker.log_content:
+            log.info("verdict %s for %r", verdict.verdict.value, p.turn.content[:200])
+        return sends
+
+    def make_verdict(self, turn: ChatTurn, r: Classification, context_turns: int) -> VerdictEvent:
+        band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
+        return VerdictEvent(
+            verdict_id=verdict_id(
+                turn.event_id, r.model_name, r.model_version, f"{r.policy_id}@{r.policy_version}"
+            ),
+            event_id=turn.event_id,
+            conversation_id=turn.conversation_id,
+            turn_index=turn.turn_index,
+            role=turn.role.value,
+            verdict=Decision.UNSAFE if r.unsafe else Decision.SAFE,
+            p_unsafe=round(r.p_unsafe, 6),
+            categories=tuple(CategoryHit(c.code, c.name) for c in r.categories),
+            parse_error=r.parse_error,
+            review_reasons=review_reasons(r.unsafe, r.parse_error, r.p_unsafe, band),
+            policy_id=r.policy_id,
+            policy_version=r.policy_version,
+            model_name=r.model_name,
+            model_version=r.model_version,
+            context_turns=context_turns,
+            latency_ms=round(r.latency_ms, 3),
+            turn_timestamp=turn.timestamp,
+            decided_at=now_rfc3339(),
+            tenant=turn.tenant,
+        )
+
+    def _count(self, v: VerdictEvent) -> None:
+        self.metrics.verdicts.labels(v.verdict.value).inc()
+        for c in v.categories:
+            self.metrics.categories.labels(v.policy_id, c.code, c.name).inc()
+        for reason in v.review_reasons:
+            self.metrics.flagged.labels(reason.value).inc()
+        if v.parse_error:
+            self.metrics.parse_errors.inc()
+
+    async def _dead_letter(self, msg: RawMessage, reason: str, kind: str) -> Awaitable[object]:
+        self.metrics.dead_letters.labels(kind).inc()
+        log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
+        dl = DeadLetter(reason, msg.topic, msg.partition, msg.offset, msg.value, msg.key)
+        return await self.send(self.s.topics.dlq, msg.key, dl.to_json())

@@ -1,0 +1,94 @@
+"""The guardstream command as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import ROOT, free_port
+from tests.streaming import isolated_settings, make_turns
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "guardstream_cli.main"]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_runs_everything_shows_each_sample_verdict_and_stops_what_it_started(
+    tiny_lg1: Path, tmp_path: Path
+) -> None:
+    ports = {k: free_port() for k in ("broker", "http", "grpc", "metrics", "web")}
+    env = {
+        **os.environ,
+        "GUARDSTREAM_LOCAL__DATA_DIR": str(tmp_path),
+        "GUARDSTREAM_LOCAL__BROKER_PORT": str(ports["broker"]),
+        "GUARDSTREAM_LOCAL__TRITON_HTTP_PORT": str(ports["http"]),
+        "GUARDSTREAM_LOCAL__TRITON_GRPC_PORT": str(ports["grpc"]),
+        "GUARDSTREAM_LOCAL__TRITON_METRICS_PORT": str(ports["metrics"]),
+        "GUARDSTREAM_WORKER__WEB_PORT": str(ports["web"]),
+        "GUARDSTREAM_MODEL_CHECKPOINT": str(tiny_lg1),
+    }
+    out = subprocess.run(
+        [*CLI, "up", "--exit-after-samples"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "sent 10 sample turns" in out.stdout
+    verdict_lines = re.findall(
+        r"^(SAFE|UNSAFE) +p=\d\.\d{3} (user |agent) demo-", out.stdout, re.MULTILINE
+    )
+    assert len(verdict_lines) == 10, out.stdout
+    assert {role.strip() for _, role in verdict_lines} == {"user", "agent"}
+    assert f"checkpoint {tiny_lg1}" in out.stdout  # the served model is named
+    for name, port in ports.items():
+        assert not _port_open(port), f"{name} port {port} still open after up exited"
+
+
+def test_produce_then_follow(kafka_broker: str, tmp_path: Path) -> None:
+    s = isolated_settings(kafka_broker, "127.0.0.1:1", tmp_path)
+    turns = make_turns(7)
+    path = tmp_path / "turns.jsonl"
+    path.write_bytes(b"\n".join(t.to_json() for t in turns) + b"\n")
+    env = {**os.environ, **s.to_env()}
+    subprocess.run([*CLI, "topics", "create"], env=env, cwd=ROOT, check=True, timeout=60)
+    subprocess.run([*CLI, "produce", str(path)], env=env, cwd=ROOT, check=True, timeout=60)
+    out = subprocess.run(
+        [*CLI, "follow", "--topic", "input", "--count", "7", "--timeout", "30"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    events = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(e["event_id"] for e in events) == sorted(t.event_id for t in turns)
+
+
+def test_produce_refuses_a_bad_file_with_its_line_number(kafka_broker: str, tmp_path: Path) -> None:
+    s = isolated_settings(kafka_broker, "127.0.0.1:1", tmp_path)
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(make_turns(1)[0].to_json() + b'\n{"schema_version": 1}\n')
+    out = subprocess.run(
+        [*CLI, "produce", str(path)],
+        env={**os.environ, **s.to_env()},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert f"{path}:2: missing field 'event_id'" in out.stderr

@@ -1,0 +1,229 @@
+"""The moderation stream end to end: real broker, real tritonserver, worker process."""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from guard.conversation import Role, Turn
+from guard.events import ChatTurn, now_rfc3339, verdict_id
+from guard.scoring import CausalLMGuard, GuardRequest
+from guard.taxonomy import LLAMA_GUARD_1
+from tests.conftest import ROOT, free_port
+from tests.streaming import (
+    collect,
+    isolated_settings,
+    make_turns,
+    send_raw,
+    send_turns,
+    worker_process,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def _expected_id(event_id: str) -> str:
+    return verdict_id(event_id, "guard", "1", "llama-guard-1@1")
+
+
+def test_n_turns_in_exactly_n_verdicts_with_expected_ids(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    turns = make_turns(60)
+    with worker_process(s, tmp_path / "worker.log"):
+        send_turns(s, turns)
+        verdicts = collect(s, s.topics.verdicts, count=len(turns), timeout_s=120)
+        extra = collect(s, s.topics.verdicts, count=len(turns) + 1, timeout_s=3)
+        metrics = _metrics(s.worker.web_port)
+        health = orjson.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{s.worker.web_port}/healthz").read()
+        )
+    assert health["status"] == "ok"
+    assert metrics["guardstream_turns_in_total"] == len(turns)
+    assert sum(v for k, v in metrics.items() if k.startswith("guardstream_verdicts_total")) == len(
+        turns
+    )
+    assert metrics["guardstream_batch_size_count"] >= 1
+    assert len(verdicts) == len(turns)
+    assert len(extra) == len(turns), "no verdict beyond one per turn"
+    by_event = {v["event_id"]: v for v in verdicts}
+    assert set(by_event) == {t.event_id for t in turns}
+    for t in turns:
+        v = by_event[t.event_id]
+        assert v["verdict_id"] == _expected_id(t.event_id)
+        assert v["conversation_id"] == t.conversation_id and v["role"] == t.role.value
+        assert v["verdict"] in ("safe", "unsafe") and 0.0 <= float(v["p_unsafe"]) <= 1.0
+        assert v["model_name"] == "guard" and v["model_version"] == "1"
+        assert (v["policy_id"], v["policy_version"]) == ("llama-guard-1", "1")
+        assert v["schema_version"] == 1 and v["turn_timestamp"] == t.timestamp
+    log_text = (tmp_path / "worker.log").read_text()
+    assert "message 1 about" not in log_text, "chat content must not reach the logs"
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    turns = make_turns(400, conversations=20)
+    send_turns(s, turns)
+    first = worker_process(s, tmp_path / "worker1.log").start()
+    try:
+        early = collect(s, s.topics.verdicts, count=40, timeout_s=120)
+        assert len(early) == 40
+    finally:
+        first.kill()  # SIGKILL: no clean shutdown, no final commit
+    with worker_process(s, tmp_path / "worker2.log"):
+        deadline = time.monotonic() + 240
+        ids: dict[str, set[str]] = defaultdict(set)
+        while time.monotonic() < deadline and len(ids) < len(turns):
+            ids.clear()
+            for v in collect(s, s.topics.verdicts, count=None, timeout_s=3):
+                ids[str(v["event_id"])].add(str(v["verdict_id"]))
+    assert set(ids) == {t.event_id for t in turns}, "every turn has a verdict"
+    for event_id, vids in ids.items():
+        assert vids == {_expected_id(event_id)}, "duplicates carry the identical id"
+
+
+def test_triton_down_neither_drops_nor_commits_and_the_backlog_drains(
+    kafka_broker: str, tiny_lg1: Path, tmp_path: Path
+) -> None:
+    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+
+    ports = TritonPorts(free_port(), free_port(), free_port())
+
+    def triton() -> object:
+        return triton_process(
+            ROOT / "model_repo",
+            tmp_path / "triton",
+            ports,
+            explicit_models=["guard"],
+            env={"GUARDSTREAM_MODEL_CHECKPOINT": str(tiny_lg1)},
+            timeout_s=240,
+        )
+
+    s = isolated_settings(kafka_broker, f"127.0.0.1:{ports.grpc}", tmp_path)
+    before, during = make_turns(20, tag="before"), make_turns(30, tag="during")
+    server = triton().start()  # type: ignore[attr-defined]
+    with worker_process(s, tmp_path / "worker.log") as worker:
+        send_turns(s, before)
+        assert len(collect(s, s.topics.verdicts, count=20, timeout_s=60)) == 20
+        server.stop()
+        send_turns(s, during)
+        # While Triton is down: no verdict and no dead letter for the new turns.
+        quiet = collect(s, s.topics.verdicts, count=None, timeout_s=8)
+        assert len(quiet) == 20
+        assert collect(s, s.topics.dlq, count=None, timeout_s=1) == []
+        assert worker.alive()
+        server = triton().start()  # type: ignore[attr-defined]
+        try:
+            verdicts = collect(s, s.topics.verdicts, count=50, timeout_s=180)
+        finally:
+            server.stop()
+    assert {v["event_id"] for v in verdicts} == {t.event_id for t in before + during}
+    assert "triton request failed" in (tmp_path / "worker.log").read_text()
+
+
+def _turn_json(**overrides: object) -> bytes:
+    base = {
+        "schema_version": 1,
+        "event_id": "ok-1",
+        "conversation_id": "c-1",
+        "turn_index": 0,
+        "role": "user",
+        "content": "hello",
+        "timestamp": now_rfc3339(),
+    }
+    base.update(overrides)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+MALFORMED: dict[str, tuple[bytes | None, str]] = {
+    "not json": (b"hello there", "not valid JSON"),
+    "invalid utf-8": (b'{"content": "\xff\xfe"}', "not valid UTF-8"),
+    "not an object": (b"[1, 2]", "must be a JSON object"),
+    "missing field": (_turn_json(event_id=...), "missing field 'event_id'"),
+    "wrong type": (_turn_json(turn_index="3"), "field 'turn_index' must be int"),
+    "unknown role": (_turn_json(role="system"), "field 'role' must be 'user' or 'agent'"),
+    "bad timestamp": (_turn_json(timestamp="yesterday"), "timestamp is not RFC 3339"),
+    "schema version": (_turn_json(schema_version=9), "unsupported schema_version 9"),
+    "oversize": (_turn_json(content="x" * 5000), "over the limit of 4096"),
+    "no value": (None, "empty message"),
+    "unknown policy": (
+        _turn_json(policy_id="nope"),
+        "rejected by the model: unknown policy 'nope'",
+    ),
+}
+
+
+def test_malformed_events_go_to_the_dlq_with_their_reason_and_the_stream_goes_on(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    s = isolated_settings(
+        kafka_broker, str(triton_server["grpc"]), tmp_path, max_content_bytes=4096
+    )
+    records = [(b"bad-" + name.encode(), raw) for name, (raw, _) in MALFORMED.items()]
+    good = ChatTurn("good-1", "c-good", 0, Role.USER, "is this fine?", now_rfc3339())
+    with worker_process(s, tmp_path / "worker.log") as worker:
+        send_raw(s, records)
+        send_turns(s, [good])
+        dead = collect(s, s.topics.dlq, count=len(records), timeout_s=120)
+        verdicts = collect(s, s.topics.verdicts, count=1, timeout_s=60)
+        assert worker.alive()
+    assert [v["event_id"] for v in verdicts] == ["good-1"]
+    by_original: dict[bytes | None, dict[str, object]] = {}
+    for d in dead:
+        raw = None if d["original_b64"] is None else base64.b64decode(str(d["original_b64"]))
+        by_original[raw] = d
+        assert d["source_topic"] == s.topics.input
+        assert isinstance(d["partition"], int) and isinstance(d["offset"], int)
+    for name, (raw, reason) in MALFORMED.items():
+        assert raw in by_original, f"{name} reached the DLQ with its original bytes"
+        assert reason in str(by_original[raw]["reason"]), name
+
+
+def test_agent_turn_is_classified_with_the_preceding_user_turn(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    user = ChatTurn(
+        "u-1",
+        "c-ctx",
+        0,
+        Role.USER,
+        "Tell me everything about the history of lock picking " * 8,
+        now_rfc3339(),
+    )
+    agent = ChatTurn("a-1", "c-ctx", 1, Role.AGENT, "Here is a short summary.", now_rfc3339())
+    with worker_process(s, tmp_path / "worker.log"):
+        send_turns(s, [user, agent])
+        verdicts = {v["event_id"]: v for v in collect(s, s.topics.verdicts, 2, 60)}
+    guard = CausalLMGuard.load(Path(str(triton_server["checkpoint"])))
+
+    def p(turns: tuple[Turn, ...]) -> float:
+        return guard.score([GuardRequest(turns, Role.AGENT, LLAMA_GUARD_1)])[0].p_unsafe
+
+    with_user = p((Turn(Role.USER, user.content), Turn(Role.AGENT, agent.content)))
+    without = p(
+        (Turn(Role.USER, "[earlier conversation unavailable]"), Turn(Role.AGENT, agent.content))
+    )
+    assert abs(with_user - without) > 1e-5, "the test can tell the two prompts apart"
+    got = verdicts["a-1"]
+    assert got["context_turns"] == 1
+    assert float(got["p_unsafe"]) == pytest.approx(with_user, abs=1e-4)  # type: ignore[arg-type]

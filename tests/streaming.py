@@ -1,0 +1,98 @@
+"""Helpers for stream tests: isolated settings, a worker process, event collection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from guard.conversation import Role
+from guard.events import ChatTurn, now_rfc3339
+from guard.settings import Settings
+from stream_app.kafka_io import follow, produce
+from stream_app.launchers.process import ManagedProcess
+from tests.conftest import free_port
+
+
+def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: object) -> Settings:
+    """Settings with topics, consumer group and ports of their own."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka={"brokers": broker},
+        topics={
+            "input": f"turns-{tag}",
+            "verdicts": f"verdicts-{tag}",
+            "flagged": f"flagged-{tag}",
+            "dlq": f"dlq-{tag}",
+            "reviews": f"reviews-{tag}",
+            "partitions": 3,
+        },
+        worker={
+            "app_id": f"gs-test-{tag}",
+            "web_port": free_port(),
+            "group_instance_id": f"gs-test-{tag}-0",
+            "data_dir": data_dir / "worker",
+            "batch_size": 16,
+            "batch_window_s": 0.05,
+            **worker,
+        },
+        triton={"url": triton_grpc, "backoff_initial_s": 0.2, "backoff_max_s": 1.0},
+    )  # type: ignore[arg-type]
+
+
+def _ready(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+        return bool(r.status == 200)
+
+
+def worker_process(s: Settings, log_path: Path) -> ManagedProcess:
+    return ManagedProcess(
+        "worker",
+        [sys.executable, "-m", "guardstream_cli.main", "worker"],
+        ready=lambda: _ready(s.worker.web_port),
+        log_path=log_path,
+        env={**os.environ, **s.to_env()},
+        timeout_s=120,
+        stop_timeout_s=20,
+    )
+
+
+def make_turns(n: int, conversations: int = 5, tag: str = "") -> list[ChatTurn]:
+    """n turns over a few conversations, alternating user and agent."""
+    tag = tag or uuid.uuid4().hex[:6]
+    out = []
+    for i in range(n):
+        conv, idx = f"c{i % conversations}-{tag}", i // conversations
+        role = Role.USER if idx % 2 == 0 else Role.AGENT
+        out.append(
+            ChatTurn(
+                event_id=f"e{i}-{tag}",
+                conversation_id=conv,
+                turn_index=idx,
+                role=role,
+                content=f"message {i} about {'bread ' * (i % 7)}",
+                timestamp=now_rfc3339(),
+            )
+        )
+    return out
+
+
+def send_turns(s: Settings, turns: Iterable[ChatTurn]) -> None:
+    asyncio.run(produce(s, [(t.conversation_id.encode(), t.to_json()) for t in turns]))
+
+
+def send_raw(s: Settings, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    asyncio.run(produce(s, records))  # type: ignore[arg-type]
+
+
+def collect(
+    s: Settings, topic: str, count: int | None, timeout_s: float
+) -> list[dict[str, object]]:
+    async def run() -> list[dict[str, object]]:
+        return [e async for e in follow(s, topic, count, timeout_s)]
+
+    return asyncio.run(run())
