@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -41,6 +42,28 @@ class GuardResult:
     unsafe: bool
     codes: tuple[str, ...]
     parse_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated request turned into model input (token ids for a causal LM)."""
+
+    policy: Policy
+    ids: list[int]
+
+
+class Guard(Protocol):
+    """What the Triton model, evaluation and benchmarks need from a guard model."""
+
+    name: str
+
+    def prepare(self, req: GuardRequest) -> Prepared:
+        """Model input for ``req``; :class:`ConversationError` when it cannot fit."""
+        ...
+
+    def score_prepared(self, items: Sequence[Prepared]) -> list[GuardResult]: ...
+
+    def score(self, requests: Sequence[GuardRequest]) -> list[GuardResult]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +188,15 @@ class CausalLMGuard:
 
     # -- scoring ---------------------------------------------------------------
 
+    def prepare(self, req: GuardRequest) -> Prepared:
+        return Prepared(req.policy, self.encode(req))
+
+    def score_prepared(self, items: Sequence[Prepared]) -> list[GuardResult]:
+        return self.score_ids([p.ids for p in items], [p.policy for p in items])
+
     def score(self, requests: Sequence[GuardRequest]) -> list[GuardResult]:
         """Score already-validated requests (see :meth:`encode` for the limits)."""
-        encoded = [self.encode(r) for r in requests]
-        return self.score_ids(encoded, [r.policy for r in requests])
+        return self.score_prepared([self.prepare(r) for r in requests])
 
     @torch.inference_mode()
     def score_ids(

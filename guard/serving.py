@@ -17,8 +17,9 @@ from pathlib import Path
 import orjson
 
 from guard.conversation import ConversationError, Role, check_conversation, turns_from_json
+from guard.models import load_guard
 from guard.prompt import PromptFormat
-from guard.scoring import CausalLMGuard, GuardRequest, GuardResult, ScorerConfig
+from guard.scoring import Guard, GuardRequest, GuardResult, Prepared, ScorerConfig
 from guard.taxonomy import Policy, PolicyError, PolicyRegistry
 
 CHECKPOINT_ENV = "GUARDSTREAM_MODEL_CHECKPOINT"
@@ -88,7 +89,7 @@ class ServiceConfig:
 
 
 class GuardService:
-    def __init__(self, guard: CausalLMGuard, policies: PolicyRegistry, config: ServiceConfig):
+    def __init__(self, guard: Guard, policies: PolicyRegistry, config: ServiceConfig):
         self.guard = guard
         self.policies = policies
         self.cfg = config
@@ -96,28 +97,28 @@ class GuardService:
 
     @classmethod
     def load(cls, config: ServiceConfig) -> GuardService:
-        guard = CausalLMGuard.load(config.checkpoint, config.scorer)
+        guard = load_guard(config.checkpoint, config.scorer)
         return cls(guard, PolicyRegistry.with_directory(config.policy_dir), config)
 
     def handle(self, requests: Sequence[Sequence[RawItem]]) -> list[list[ItemAnswer] | str]:
         """One answer list, or one error string, per request, in order."""
-        prepared: list[list[tuple[list[int], Policy]] | str] = []
+        prepared: list[list[Prepared] | str] = []
         for items in requests:
             try:
                 prepared.append([self._prepare(item) for item in items])
             except (ConversationError, PolicyError, UnicodeDecodeError) as exc:
                 prepared.append(INVALID_REQUEST + str(exc))
         flat = [p for req in prepared if not isinstance(req, str) for p in req]
-        results = iter(self.guard.score_ids([ids for ids, _ in flat], [p for _, p in flat]))
+        results = iter(self.guard.score_prepared(flat))
         out: list[list[ItemAnswer] | str] = []
         for req in prepared:
             if isinstance(req, str):
                 out.append(req)
             else:
-                out.append([self._answer(next(results), policy) for _, policy in req])
+                out.append([self._answer(next(results), p.policy) for p in req])
         return out
 
-    def _prepare(self, item: RawItem) -> tuple[list[int], Policy]:
+    def _prepare(self, item: RawItem) -> Prepared:
         if len(item.conversation) > self.cfg.max_content_chars * 4 + 1024:
             raise ConversationError(
                 f"conversation is {len(item.conversation)} bytes, over the limit"
@@ -129,7 +130,7 @@ class GuardService:
         policy = self.policies.get(policy_id)
         turns = turns_from_json(item.conversation)
         checked = check_conversation(turns, Role(side_text), self.cfg.max_content_chars)
-        return self.guard.encode(GuardRequest(checked, Role(side_text), policy)), policy
+        return self.guard.prepare(GuardRequest(checked, Role(side_text), policy))
 
     @staticmethod
     def _answer(result: GuardResult, policy: Policy) -> ItemAnswer:
