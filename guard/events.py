@@ -288,3 +288,68 @@ def conversation_for(turn: ChatTurn, history: Sequence[Turn], max_context: int) 
     if turn.role is Role.AGENT and not any(t.role is Role.USER for t in context):
         turns = (Turn(Role.USER, "[earlier conversation unavailable]"), *turns)
     return turns
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewEvent:
+    """A reviewer's decision on a flagged turn (reviews topic, key = flagged id)."""
+
+    review_id: str
+    flagged_id: str
+    label: Decision
+    categories: tuple[str, ...]
+    reviewer: str
+    reviewed_at: str
+    note: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema_version": self.schema_version,
+                "review_id": self.review_id,
+                "flagged_id": self.flagged_id,
+                "label": self.label.value,
+                "categories": list(self.categories),
+                "reviewer": self.reviewer,
+                "reviewed_at": self.reviewed_at,
+                "note": self.note,
+            }
+        )
+
+
+def decode_review(raw: bytes | None) -> ReviewEvent:
+    """Validate a review event's shape (whether its turn and codes exist is checked
+    against the flagged turns by the dataset builder)."""
+    if raw is None:
+        raise EventError("empty message (no value)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EventError(f"not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise EventError("event must be a JSON object")
+    version = _field(data, "schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise EventError(f"unsupported schema_version {version} (supported: {SCHEMA_VERSION})")
+    label = _field(data, "label", str)
+    if label not in (Decision.SAFE.value, Decision.UNSAFE.value):
+        raise EventError(f"field 'label' must be 'safe' or 'unsafe', got {label[:20]!r}")
+    cats = _field(data, "categories", list, required=False) or []
+    if not all(isinstance(c, str) and c for c in cats):
+        raise EventError("field 'categories' must be a list of category codes")
+    if label == Decision.UNSAFE.value and not cats:
+        raise EventError("an unsafe label needs at least one category")
+    if label == Decision.SAFE.value and cats:
+        raise EventError("a safe label takes no categories")
+    reviewed_at = _field(data, "reviewed_at", str)
+    parse_rfc3339(reviewed_at)
+    return ReviewEvent(
+        review_id=_field(data, "review_id", str),
+        flagged_id=_field(data, "flagged_id", str),
+        label=Decision(label),
+        categories=tuple(cats),
+        reviewer=_field(data, "reviewer", str),
+        reviewed_at=reviewed_at,
+        note=_field(data, "note", str, required=False) or "",
+    )

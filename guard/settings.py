@@ -8,6 +8,7 @@ Build it once at start-up with :func:`load_settings`.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 
@@ -138,6 +139,47 @@ class PolicySettings(BaseModel):
         return self
 
 
+class TrainingSettings(BaseModel):
+    """Retraining from reviewed events (``guardstream retrain``)."""
+
+    work_dir: Path = Field(Path("var/training"), description="Dataset snapshots and runs.")
+    base_checkpoint: Path | None = Field(
+        None, description="Checkpoint to fine-tune; default: the serving version's checkpoint."
+    )
+    seed_data: list[Path] = Field(
+        default_factory=list,
+        description="JSONL files of labelled rows mixed into every dataset (eval format).",
+    )
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of conversations (by id hash) held out for validation."
+    )
+    epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
+    max_steps: int | None = Field(None, ge=0, description="Stop after this many steps.")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step.")
+    learning_rate: float = Field(2e-5, gt=0, description="AdamW learning rate.")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank.")
+    drop_categories: bool = Field(
+        True, description="Augmentation: drop a random subset of non-violated categories."
+    )
+    drop_violated: bool = Field(
+        True, description="Augmentation: drop all violated categories and relabel safe."
+    )
+    shuffle_codes: bool = Field(
+        True, description="Augmentation: shuffle the category order and renumber the codes."
+    )
+    augment_probability: float = Field(
+        0.3, ge=0, le=1, description="Chance that each augmentation applies to an example."
+    )
+    promotion_margin: float = Field(
+        0.01, ge=0, description="AUPRC the candidate must gain over the serving version."
+    )
+    min_examples: int = Field(
+        10, ge=1, description="Fewer reviewed examples than this: retraining is skipped."
+    )
+    seed: int = Field(0, description="Seed of splits, augmentations and training.")
+
+
 class LocalSettings(BaseModel):
     """Embedded parts for local runs and tests (never used in production)."""
 
@@ -161,17 +203,19 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     triton: TritonSettings = TritonSettings()
     policy: PolicySettings = PolicySettings()
+    training: TrainingSettings = TrainingSettings()
     local: LocalSettings = LocalSettings()
     log_level: str = Field("INFO", description="Python log level.")
 
     def to_env(self) -> dict[str, str]:
         """``GUARDSTREAM_*`` variables that make a child process see these settings."""
         env = {"GUARDSTREAM_LOG_LEVEL": self.log_level}
-        for group in ("kafka", "topics", "worker", "triton", "policy", "local"):
+        for group in ("kafka", "topics", "worker", "triton", "policy", "training", "local"):
             values = getattr(self, group).model_dump(mode="json")
             for key, value in values.items():
                 if value is not None:
-                    env[f"GUARDSTREAM_{group.upper()}__{key.upper()}"] = str(value)
+                    text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+                    env[f"GUARDSTREAM_{group.upper()}__{key.upper()}"] = text
         if self.kafka.sasl_password is not None:
             env["GUARDSTREAM_KAFKA__SASL_PASSWORD"] = self.kafka.sasl_password.get_secret_value()
         return env

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -129,6 +130,56 @@ def cmd_up(args: argparse.Namespace, s: Settings) -> int:
     return run_up(s, exit_after_samples=args.exit_after_samples)
 
 
+def cmd_review(args: argparse.Namespace, s: Settings) -> int:
+    from guard.taxonomy import PolicyRegistry
+    from stream_app.kafka_io import produce, read_all
+    from training.review import pending, review_loop
+
+    async def load() -> tuple[list[bytes], list[bytes]]:
+        return await read_all(s, s.topics.flagged), await read_all(s, s.topics.reviews)
+
+    flagged, reviews = asyncio.run(load())
+    items = pending(flagged, reviews)[: args.limit]
+    print(f"{len(items)} flagged turns to review", flush=True)
+    policies = PolicyRegistry.with_directory(s.policy.policy_dir)
+
+    def record(review: object) -> None:
+        asyncio.run(
+            produce(
+                s,
+                [(review.flagged_id.encode(), review.to_json())],  # type: ignore[attr-defined]
+                topic=s.topics.reviews,
+            )
+        )
+
+    n = review_loop(items, policies.get, args.reviewer, input, print, record)
+    print(f"recorded {n} decisions to {s.topics.reviews}", flush=True)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace, s: Settings) -> int:
+    from training.retrain import retrain
+
+    result = retrain(s, reload=not args.no_reload)
+    print(
+        f"retrain: {result.status}: {result.reason}"
+        + (f" -> version {result.new_version}" if result.new_version else ""),
+        flush=True,
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, s: Settings) -> int:
+    from training.promote import reload_model, rollback
+
+    model_dir = s.local.model_repository / s.triton.model_name
+    moved = rollback(model_dir, args.to)
+    print(f"archived versions {moved} of {model_dir}", flush=True)
+    if not args.no_reload:
+        print(f"triton serves versions {reload_model(s.triton.url, s.triton.model_name)}")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace, s: Settings) -> int:
     from guard.settings import settings_markdown
 
@@ -171,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit once every sample turn has its verdict (default: keep following)",
     )
     up.set_defaults(func=cmd_up)
+    rv = sub.add_parser("review", help="review flagged turns in the terminal")
+    rv.add_argument(
+        "--reviewer",
+        default=os.environ.get("USER", "reviewer"),
+        help="reviewer id recorded with each decision",
+    )
+    rv.add_argument("--limit", type=int, default=None, help="review at most N turns")
+    rv.set_defaults(func=cmd_review)
+    rt = sub.add_parser("retrain", help="dataset, fine-tune, evaluate, promote (one cycle)")
+    rt.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
+    rt.set_defaults(func=cmd_retrain)
+    rb = sub.add_parser("rollback", help="serve an earlier model version again")
+    rb.add_argument("--to", type=int, default=None, help="version to return to (default: previous)")
+    rb.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
+    rb.set_defaults(func=cmd_rollback)
     st = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     st.add_argument("--markdown", action="store_true", help="print the settings reference")
     st.set_defaults(func=cmd_settings)

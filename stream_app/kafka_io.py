@@ -83,3 +83,32 @@ async def follow(
                         return
     finally:
         await consumer.stop()
+
+
+async def read_all(s: Settings, topic: str) -> list[bytes]:
+    """Every record value of ``topic``, from the beginning to the current end."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        **aiokafka_options(s.kafka), group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        values: list[bytes] = []
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                values += [r.value for r in records if r.value is not None]
+        return values
+    finally:
+        await consumer.stop()

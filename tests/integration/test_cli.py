@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -92,3 +93,32 @@ def test_produce_refuses_a_bad_file_with_its_line_number(kafka_broker: str, tmp_
     )
     assert out.returncode != 0
     assert f"{path}:2: missing field 'event_id'" in out.stderr
+
+
+def test_review_in_the_terminal_records_decisions_on_the_reviews_topic(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    from guard.events import decode_review
+    from stream_app.kafka_io import produce, read_all
+    from tests.unit.test_dataset import flagged
+
+    s = isolated_settings(kafka_broker, "127.0.0.1:1", tmp_path)
+    asyncio.run(
+        produce(s, [(None, flagged(f)) for f in ("f1", "f2", "f3")], topic=s.topics.flagged)
+    )
+    out = subprocess.run(
+        [*CLI, "review", "--reviewer", "ann"],
+        input="u O3\nbogus\ns\nq\n",
+        env={**os.environ, **s.to_env()},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "3 flagged turns to review" in out.stdout and "not understood" in out.stdout
+    reviews = [decode_review(r) for r in asyncio.run(read_all(s, s.topics.reviews))]
+    assert [(r.flagged_id, r.label.value, r.categories, r.reviewer) for r in reviews] == [
+        ("f1", "unsafe", ("O3",), "ann"),
+        ("f2", "safe", (), "ann"),
+    ]

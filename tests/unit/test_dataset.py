@@ -1,0 +1,147 @@
+from pathlib import Path
+
+import orjson
+
+from guard.conversation import Role, Turn
+from guard.events import Decision, ReviewEvent
+from guard.taxonomy import PolicyRegistry
+from training.dataset import Example, join_reviews, read_rows, split_of, write_snapshot
+
+
+def flagged(
+    fid: str, content: str = "how to hotwire a car", policy: str = "llama-guard-1"
+) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "flagged_id": fid,
+            "reasons": ["unsafe"],
+            "turn": {
+                "event_id": f"e-{fid}",
+                "conversation_id": f"c-{fid}",
+                "turn_index": 1,
+                "role": "agent",
+                "content": content,
+                "timestamp": "2026-11-28T10:00:00Z",
+            },
+            "context": [{"role": "user", "content": "hi"}],
+            "verdict": {
+                "verdict_id": fid,
+                "policy_id": policy,
+                "verdict": "unsafe",
+                "p_unsafe": 0.9,
+                "categories": [{"code": "O3", "name": "Criminal Planning"}],
+            },
+        }
+    )
+
+
+def review(fid: str, label: str, cats: list[str], at: str, rid: str = "") -> bytes:
+    return ReviewEvent(
+        rid or f"r-{fid}-{at}", fid, Decision(label), tuple(cats), "ann", at
+    ).to_json()
+
+
+def test_latest_decision_per_turn_wins_and_the_conversation_is_rebuilt() -> None:
+    examples, rejected = join_reviews(
+        [flagged("f1"), flagged("f2")],
+        [
+            review("f1", "unsafe", ["O3"], "2026-11-28T10:00:00Z"),
+            review("f1", "safe", [], "2026-11-28T11:00:00Z"),
+            review("f2", "unsafe", ["O3"], "2026-11-28T09:00:00Z"),
+            review("f2", "safe", [], "2026-11-28T08:00:00Z"),
+        ],  # older: ignored
+        PolicyRegistry(),
+    )
+    assert rejected == []
+    by_id = {e.id: e for e in examples}
+    assert not by_id["f1"].unsafe and by_id["f2"].unsafe and by_id["f2"].categories == ("O3",)
+    assert by_id["f1"].turns == (Turn(Role.USER, "hi"), Turn(Role.AGENT, "how to hotwire a car"))
+    assert by_id["f1"].conversation_id == "c-f1"
+
+
+def test_bad_reviews_are_rejected_with_their_reason() -> None:
+    examples, rejected = join_reviews(
+        [flagged("f1")],
+        [
+            b"not json",
+            orjson.dumps(
+                {
+                    "schema_version": 1,
+                    "review_id": "r-x",
+                    "flagged_id": "f1",
+                    "label": "maybe",
+                    "categories": [],
+                    "reviewer": "a",
+                    "reviewed_at": "2026-11-28T10:00:00Z",
+                }
+            ),
+            review("nope", "safe", [], "2026-11-28T10:00:00Z", rid="r-unknown"),
+            review("f1", "unsafe", ["O9"], "2026-11-28T10:00:00Z", rid="r-badcat"),
+            orjson.dumps(
+                {
+                    "schema_version": 1,
+                    "review_id": "r-nocat",
+                    "flagged_id": "f1",
+                    "label": "unsafe",
+                    "categories": [],
+                    "reviewer": "a",
+                    "reviewed_at": "2026-11-28T10:00:00Z",
+                }
+            ),
+        ],
+        PolicyRegistry(),
+    )
+    assert examples == []
+    reasons = {r.ref: r.reason for r in rejected}
+    assert "malformed review: not valid JSON" in reasons["?"]
+    assert "field 'label' must be 'safe' or 'unsafe'" in reasons["r-x"]
+    assert reasons["r-unknown"] == "unknown flagged turn 'nope'"
+    assert reasons["r-badcat"] == "unknown categories for llama-guard-1@1: O9"
+    assert "needs at least one category" in reasons["r-nocat"]
+
+
+def test_split_is_stable_by_conversation_and_roughly_the_fraction() -> None:
+    ids = [f"conv-{i}" for i in range(2000)]
+    first = [split_of(c, 0.2) for c in ids]
+    assert first == [split_of(c, 0.2) for c in ids]
+    share = first.count("validation") / len(ids)
+    assert 0.17 < share < 0.23
+    assert split_of("conv-1", 0.2, seed=0) == split_of("conv-1", 0.2, seed=0)
+
+
+def test_snapshot_is_versioned_by_content_and_keeps_conversations_together(tmp_path: Path) -> None:
+    ex = [
+        Example(
+            f"x{i}",
+            f"c{i // 2}",
+            (Turn(Role.USER, f"t{i}"),),
+            i % 3 == 0,
+            ("O1",) if i % 3 == 0 else (),
+        )
+        for i in range(100)
+    ]
+    a = write_snapshot(tmp_path, ex, 0.3)
+    b = write_snapshot(tmp_path, list(reversed(ex)), 0.3)
+    assert a.version == b.version and a.path == b.path
+    train_convs = {e.conversation_id for e in a.train}
+    assert not train_convs & {e.conversation_id for e in a.validation}
+    rows, bad = read_rows(a.path / "train.jsonl", PolicyRegistry())
+    assert bad == [] and [r.id for r in rows] == [e.id for e in a.train]
+    c = write_snapshot(tmp_path, ex[:-1], 0.3)
+    assert c.version != a.version
+
+
+def test_seed_rows_that_cannot_be_read_are_listed(tmp_path: Path) -> None:
+    path = tmp_path / "seed.jsonl"
+    path.write_text(
+        '{"id": "a", "conversation": [{"role": "user", "content": "x"}], "label": "safe"}\n'
+        '{"id": "b", "conversation": [], "label": "safe"}\n'
+        "garbage\n"
+        '{"id": "c", "conversation": [{"role": "user", "content": "x"}], "label": "unsafe",'
+        ' "categories": ["O7"]}\n'
+    )
+    rows, bad = read_rows(path, PolicyRegistry())
+    assert [r.id for r in rows] == ["a"]
+    assert [b.ref for b in bad] == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert "unknown categories" in bad[2].reason

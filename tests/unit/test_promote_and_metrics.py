@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from training import promote
+from training.metrics import binary_report, per_category_auprc
+
+
+def _repo(tmp_path: Path) -> Path:
+    model = tmp_path / "repo" / "guard"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("# adapter")
+    (model / "config.pbtxt").write_text('name: "guard"')
+    return model
+
+
+def test_promote_adds_the_next_version_with_its_weights(tmp_path: Path) -> None:
+    model = _repo(tmp_path)
+    cand = tmp_path / "cand"
+    cand.mkdir()
+    (cand / "config.json").write_text("{}")
+    assert promote.promote(model, cand) == 2
+    assert (model / "2" / "model.py").read_text() == "# adapter"
+    assert (model / "2" / "checkpoint" / "config.json").exists()
+    assert promote.versions(model) == [1, 2]
+    assert promote.checkpoint_of(model, 2) == model / "2" / "checkpoint"
+    assert not [p for p in model.iterdir() if p.name.startswith(".")], "no staging left"
+
+
+def test_rollback_archives_newer_versions(tmp_path: Path) -> None:
+    model = _repo(tmp_path)
+    cand = tmp_path / "cand"
+    cand.mkdir()
+    for _ in range(3):
+        promote.promote(model, cand)
+    assert promote.rollback(model) == [4]
+    assert promote.rollback(model, to=1) == [2, 3]
+    assert promote.versions(model) == [1]
+    assert len(list((model.parent / ".archive").iterdir())) == 3
+    with pytest.raises(ValueError, match="only one version"):
+        promote.rollback(model)
+
+
+def test_binary_report_on_known_numbers() -> None:
+    r = binary_report([True, True, False, False], [0.9, 0.4, 0.6, 0.1], 0.5)
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
+    assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["fpr"] == 0.5
+    assert r["auprc"] == pytest.approx(0.8333, abs=1e-3)
+    assert binary_report([True, True], [0.1, 0.2], 0.5)["auprc"] is None
+
+
+def test_per_category_compares_each_category_with_safe_rows() -> None:
+    out = per_category_auprc([True, True, False], [["O1"], ["O2"], []], [0.9, 0.2, 0.5])
+    assert out == {"O1": 1.0, "O2": 0.5}

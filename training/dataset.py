@@ -1,0 +1,261 @@
+"""Review decisions + flagged turns (+ seed data) -> a versioned dataset snapshot.
+
+Rows use the evaluation format (one JSON object per line)::
+
+    {"id": "...", "conversation_id": "...", "source": "review",
+     "conversation": [{"role": "user", "content": "..."}, ...],
+     "label": "safe" | "unsafe", "categories": ["O3"], "policy_id": "llama-guard-1"}
+
+The side checked is the role of the last turn. The split is a hash of the
+conversation id, so a conversation never straddles train and validation and
+a row keeps its split across runs and dataset versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from guard.conversation import ConversationError, Role, Turn, check_conversation
+from guard.events import EventError, ReviewEvent, decode_review, parse_rfc3339
+from guard.taxonomy import PolicyError, PolicyRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    id: str
+    conversation_id: str
+    turns: tuple[Turn, ...]
+    unsafe: bool
+    categories: tuple[str, ...]
+    policy_id: str = "llama-guard-1"
+    source: str = "review"
+
+    @property
+    def side(self) -> Role:
+        return self.turns[-1].role
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "source": self.source,
+            "conversation": [{"role": t.role.value, "content": t.content} for t in self.turns],
+            "label": "unsafe" if self.unsafe else "safe",
+            "categories": list(self.categories),
+            "policy_id": self.policy_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A review (or row) left out of the dataset, and why."""
+
+    ref: str
+    reason: str
+
+
+class RowError(ValueError):
+    """A dataset row cannot be read; the message says why."""
+
+
+def example_from_row(row: Mapping[str, Any], policies: PolicyRegistry | None = None) -> Example:
+    """Validate one evaluation-format row."""
+    if not isinstance(row, Mapping):
+        raise RowError("row must be a JSON object")
+    rid = row.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise RowError("missing 'id'")
+    conv = row.get("conversation")
+    if not isinstance(conv, list) or not conv:
+        raise RowError("'conversation' must be a non-empty list of turns")
+    turns = []
+    for i, t in enumerate(conv):
+        if (
+            not isinstance(t, Mapping)
+            or t.get("role") not in ("user", "agent")
+            or not isinstance(t.get("content"), str)
+        ):
+            raise RowError(f"conversation[{i}] must be {{'role': 'user'|'agent', 'content': str}}")
+        turns.append(Turn(Role(t["role"]), t["content"]))
+    try:
+        check_conversation(turns, turns[-1].role)
+    except ConversationError as exc:
+        raise RowError(str(exc)) from None
+    label = row.get("label")
+    if label not in ("safe", "unsafe"):
+        raise RowError(f"'label' must be 'safe' or 'unsafe', got {label!r}")
+    cats = row.get("categories") or []
+    if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+        raise RowError("'categories' must be a list of codes")
+    policy_id = str(row.get("policy_id") or "llama-guard-1")
+    if policies is not None:
+        try:
+            policy = policies.get(policy_id)
+        except PolicyError as exc:
+            raise RowError(str(exc)) from None
+        unknown = [c for c in cats if c not in policy.codes]
+        if unknown:
+            raise RowError(f"unknown categories for {policy.ref}: {', '.join(unknown)}")
+    return Example(
+        id=rid,
+        conversation_id=str(row.get("conversation_id") or rid),
+        turns=tuple(turns),
+        unsafe=label == "unsafe",
+        categories=tuple(cats),
+        policy_id=policy_id,
+        source=str(row.get("source") or "seed"),
+    )
+
+
+def read_rows(
+    path: Path, policies: PolicyRegistry | None = None
+) -> tuple[list[Example], list[Rejection]]:
+    """Examples from a JSONL file, and the lines that could not be read (never dropped silently)."""
+    examples, rejected = [], []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(example_from_row(orjson.loads(line), policies))
+        except (orjson.JSONDecodeError, RowError) as exc:
+            rejected.append(Rejection(f"{path}:{n}", str(exc)))
+    return examples, rejected
+
+
+def join_reviews(
+    flagged: Iterable[bytes], reviews: Iterable[bytes], policies: PolicyRegistry
+) -> tuple[list[Example], list[Rejection]]:
+    """Examples from review decisions joined with their flagged turns.
+
+    The latest decision (by ``reviewed_at``) per flagged turn wins. A review
+    that is malformed, names an unknown turn, or uses a category code the
+    turn's policy does not have is rejected with its reason.
+    """
+    turns: dict[str, dict[str, Any]] = {}
+    for raw in flagged:
+        try:
+            event = orjson.loads(raw)
+            turns[str(event["flagged_id"])] = event
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue  # the worker wrote it; a bad one cannot be reviewed anyway
+    latest: dict[str, ReviewEvent] = {}
+    rejected: list[Rejection] = []
+    for raw in reviews:
+        try:
+            review = decode_review(raw)
+        except EventError as exc:
+            rejected.append(Rejection(_ref(raw), f"malformed review: {exc}"))
+            continue
+        flagged_turn = turns.get(review.flagged_id)
+        if flagged_turn is None:
+            rejected.append(
+                Rejection(review.review_id, f"unknown flagged turn {review.flagged_id!r}")
+            )
+            continue
+        policy_id = str(flagged_turn["verdict"]["policy_id"])
+        try:
+            policy = policies.get(policy_id)
+        except PolicyError as exc:
+            rejected.append(Rejection(review.review_id, str(exc)))
+            continue
+        unknown = [c for c in review.categories if c not in policy.codes]
+        if unknown:
+            rejected.append(
+                Rejection(
+                    review.review_id, f"unknown categories for {policy.ref}: {', '.join(unknown)}"
+                )
+            )
+            continue
+        prev = latest.get(review.flagged_id)
+        if prev is None or parse_rfc3339(review.reviewed_at) >= parse_rfc3339(prev.reviewed_at):
+            latest[review.flagged_id] = review
+    examples = []
+    for fid, review in sorted(latest.items()):
+        event = turns[fid]
+        turn = event["turn"]
+        convo = [*event.get("context", []), {"role": turn["role"], "content": turn["content"]}]
+        examples.append(
+            Example(
+                id=fid,
+                conversation_id=str(turn["conversation_id"]),
+                turns=tuple(Turn(Role(t["role"]), t["content"]) for t in convo),
+                unsafe=review.label.value == "unsafe",
+                categories=review.categories,
+                policy_id=str(event["verdict"]["policy_id"]),
+                source="review",
+            )
+        )
+    return examples, rejected
+
+
+def _ref(raw: bytes | None) -> str:
+    try:
+        return str(orjson.loads(raw or b"{}").get("review_id", "?"))
+    except (orjson.JSONDecodeError, AttributeError):
+        return "?"
+
+
+def split_of(conversation_id: str, validation_fraction: float, seed: int = 0) -> str:
+    """``train`` or ``validation``, stable for a conversation id across runs."""
+    digest = hashlib.sha256(f"{seed}:{conversation_id}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") / 2**64
+    return "validation" if bucket < validation_fraction else "train"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    path: Path
+    version: str
+    train: list[Example]
+    validation: list[Example]
+
+
+def write_snapshot(
+    root: Path,
+    examples: Sequence[Example],
+    validation_fraction: float,
+    seed: int = 0,
+    rejected: Sequence[Rejection] = (),
+) -> Snapshot:
+    """Write ``root/<version>/{train,validation}.jsonl`` + ``manifest.json`` atomically.
+
+    The version is a hash of the content, so the same data gives the same version.
+    """
+    ordered = sorted(examples, key=lambda e: e.id)
+    splits: dict[str, list[Example]] = {"train": [], "validation": []}
+    for e in ordered:
+        splits[split_of(e.conversation_id, validation_fraction, seed)].append(e)
+    blobs = {
+        name: b"".join(orjson.dumps(e.to_row()) + b"\n" for e in rows)
+        for name, rows in splits.items()
+    }
+    version = hashlib.sha256(blobs["train"] + b"|" + blobs["validation"]).hexdigest()[:12]
+    final = root / version
+    if not final.exists():
+        tmp = root / f".tmp-{version}-{os.getpid()}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, blob in blobs.items():
+            (tmp / f"{name}.jsonl").write_bytes(blob)
+        (tmp / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "version": version,
+                    "validation_fraction": validation_fraction,
+                    "seed": seed,
+                    "counts": {k: len(v) for k, v in splits.items()},
+                    "unsafe": {k: sum(e.unsafe for e in v) for k, v in splits.items()},
+                    "rejected": [{"ref": r.ref, "reason": r.reason} for r in rejected],
+                },
+                indent=2,
+            )
+        )
+        os.replace(tmp, final)
+    return Snapshot(final, version, splits["train"], splits["validation"])

@@ -1,0 +1,87 @@
+"""Classification metrics for guard models (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def binary_report(
+    labels: Sequence[bool], scores: Sequence[float], threshold: float
+) -> dict[str, Any]:
+    """AUPRC (threshold-free), and precision, recall, F1, FPR at ``threshold``."""
+    from sklearn.metrics import average_precision_score
+
+    n = len(labels)
+    pos = sum(labels)
+    pred = [s >= threshold for s in scores]
+    tp = sum(p and y for p, y in zip(pred, labels, strict=True))
+    fp = sum(p and not y for p, y in zip(pred, labels, strict=True))
+    fn = pos - tp
+    neg = n - pos
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / pos if pos else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    auprc = float(average_precision_score(labels, scores)) if 0 < pos < n else None
+    return {
+        "n": n,
+        "positives": pos,
+        "auprc": auprc,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "fpr": fp / neg if neg else 0.0,
+        "threshold": threshold,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
+def per_category_auprc(
+    labels: Sequence[bool], categories: Sequence[Sequence[str]], scores: Sequence[float]
+) -> dict[str, float | None]:
+    """AUPRC per category: that category's rows against every safe row."""
+    from sklearn.metrics import average_precision_score
+
+    codes = sorted({c for cats in categories for c in cats})
+    out: dict[str, float | None] = {}
+    for code in codes:
+        ys, ss = [], []
+        for y, cats, s in zip(labels, categories, scores, strict=True):
+            if code in cats:
+                ys.append(True)
+                ss.append(s)
+            elif not y:
+                ys.append(False)
+                ss.append(s)
+        out[code] = float(average_precision_score(ys, ss)) if 0 < sum(ys) < len(ys) else None
+    return out
+
+
+def table(report: Mapping[str, Any], title: str = "") -> str:
+    """A readable table of a report."""
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    rows = [
+        (k, f(report.get(k)))
+        for k in (
+            "n",
+            "positives",
+            "auprc",
+            "precision",
+            "recall",
+            "f1",
+            "fpr",
+            "threshold",
+            "turns_per_s",
+        )
+        if k in report
+    ]
+    rows += [(f"auprc[{k}]", f(v)) for k, v in (report.get("per_category") or {}).items()]
+    width = max(len(k) for k, _ in rows)
+    lines = [title] if title else []
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""The Triton model repository: versions, atomic promotion, rollback, reload.
+
+A version is ``model_repo/<model>/<n>/`` holding ``model.py`` and, for versions
+written here, the fine-tuned weights in ``checkpoint/``. New versions are
+assembled in a dot-directory (ignored by Triton, which only reads numeric
+names) and renamed into place in one step. Rolled-back versions move to
+``model_repo/.archive/``. Triton runs in explicit model-control mode: a load
+request makes it serve the newest version (``version_policy: latest 1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from guard.serving import CHECKPOINT_ENV
+
+log = logging.getLogger(__name__)
+
+
+def versions(model_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def serving_version(model_dir: Path) -> int:
+    found = versions(model_dir)
+    if not found:
+        raise FileNotFoundError(f"{model_dir} has no numbered version")
+    return found[-1]
+
+
+def checkpoint_of(model_dir: Path, version: int) -> Path:
+    """Where version ``version`` loads its weights from (as the Triton model does)."""
+    own = model_dir / str(version) / "checkpoint"
+    if own.is_dir():
+        return own
+    env = os.environ.get(CHECKPOINT_ENV)
+    if env and Path(env).is_dir():
+        return Path(env)
+    raise FileNotFoundError(
+        f"version {version} has no checkpoint/ directory and ${CHECKPOINT_ENV} is unset"
+    )
+
+
+def promote(model_dir: Path, candidate: Path) -> int:
+    """Copy ``candidate`` in as the next version, atomically; return its number."""
+    current = serving_version(model_dir)
+    new = current + 1
+    staging = model_dir / f".incoming-{new}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    shutil.copy2(model_dir / str(current) / "model.py", staging / "model.py")
+    shutil.copytree(candidate, staging / "checkpoint")
+    os.rename(staging, model_dir / str(new))  # fails if the number was taken meanwhile
+    log.info("promoted %s as version %d", candidate, new)
+    return new
+
+
+def rollback(model_dir: Path, to: int | None = None) -> list[int]:
+    """Archive the newest version (or every version above ``to``); return them."""
+    found = versions(model_dir)
+    if len(found) < 2:
+        raise ValueError("nothing to roll back to: only one version")
+    target = found[-2] if to is None else to
+    if target not in found:
+        raise ValueError(f"version {target} does not exist (have {found})")
+    archive = model_dir.parent / ".archive"
+    archive.mkdir(exist_ok=True)
+    moved = []
+    for v in found:
+        if v > target:
+            os.rename(model_dir / str(v), archive / f"{model_dir.name}-{v}-{int(time.time())}")
+            moved.append(v)
+    return moved
+
+
+def reload_model(triton_url: str, model_name: str, timeout_s: float = 300.0) -> list[str]:
+    """Ask Triton (explicit mode) to load the model again; return its ready versions."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(triton_url)
+    try:
+        client.load_model(model_name, client_timeout=timeout_s)
+        index = client.get_model_repository_index(as_json=True).get("models", [])
+        return [
+            m.get("version", "")
+            for m in index
+            if m.get("name") == model_name and m.get("state") == "READY"
+        ]
+    finally:
+        client.close()

@@ -1,0 +1,164 @@
+"""``guardstream retrain``: dataset -> fine-tune -> evaluate -> promote, in one run.
+
+Safe to run on a schedule: with too few reviewed examples it does nothing; a
+candidate that does not beat the serving version by the margin changes
+nothing; a promoted version appears atomically and Triton is asked to load it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guard.models import load_guard
+from guard.prompt import PromptFormat
+from guard.scoring import ScorerConfig
+from guard.settings import Settings
+from guard.taxonomy import PolicyRegistry
+from training import promote
+from training.dataset import Example, Rejection, join_reviews, read_rows, write_snapshot
+from training.evaluate import evaluate_in_process
+from training.finetune import FinetuneConfig, finetune
+from training.formatting import Augmentations
+from training.metrics import table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetrainResult:
+    status: str  # "promoted" | "rejected" | "skipped"
+    reason: str
+    dataset_version: str | None = None
+    serving_version: int | None = None
+    new_version: int | None = None
+    candidate: dict[str, Any] = field(default_factory=dict)
+    serving: dict[str, Any] = field(default_factory=dict)
+    rejected_reviews: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def model_parameters(model_dir: Path) -> dict[str, str]:
+    """The string parameters of ``model_dir/config.pbtxt``."""
+    text = (model_dir / "config.pbtxt").read_text()
+    pattern = r'key:\s*"([^"]+)"\s*value:\s*{\s*string_value:\s*"([^"]*)"\s*}'
+    return dict(re.findall(pattern, text))
+
+
+def collect_examples(
+    s: Settings, policies: PolicyRegistry
+) -> tuple[list[Example], list[Rejection]]:
+    """Reviewed examples from the topics, plus the seed files."""
+    from stream_app.kafka_io import read_all
+
+    async def read() -> tuple[list[bytes], list[bytes]]:
+        return await read_all(s, s.topics.flagged), await read_all(s, s.topics.reviews)
+
+    flagged, reviews = asyncio.run(read())
+    examples, rejected = join_reviews(flagged, reviews, policies)
+    for path in s.training.seed_data:
+        seed, bad = read_rows(path, policies)
+        examples += seed
+        rejected += bad
+    return examples, rejected
+
+
+def retrain(
+    s: Settings,
+    examples: list[Example] | None = None,
+    rejected: list[Rejection] | None = None,
+    reload: bool = True,
+) -> RetrainResult:
+    t = s.training
+    policies = PolicyRegistry.with_directory(s.policy.policy_dir)
+    if examples is None:
+        examples, rejected = collect_examples(s, policies)
+    rejected = rejected or []
+    for r in rejected:
+        log.warning("left out %s: %s", r.ref, r.reason)
+    rej = [{"ref": r.ref, "reason": r.reason} for r in rejected]
+    reviewed = [e for e in examples if e.source == "review"]
+    if len(examples) < t.min_examples:
+        return RetrainResult(
+            "skipped", f"{len(examples)} examples (< {t.min_examples})", rejected_reviews=rej
+        )
+    snap = write_snapshot(
+        t.work_dir / "datasets", examples, t.validation_fraction, t.seed, rejected
+    )
+    log.info(
+        "dataset %s: %d train, %d validation (%d reviewed)",
+        snap.version,
+        len(snap.train),
+        len(snap.validation),
+        len(reviewed),
+    )
+    if (
+        not snap.train
+        or not any(e.unsafe for e in snap.validation)
+        or all(e.unsafe for e in snap.validation)
+    ):
+        return RetrainResult(
+            "skipped",
+            "the validation split needs safe and unsafe examples",
+            snap.version,
+            rejected_reviews=rej,
+        )
+    model_dir = s.local.model_repository / s.triton.model_name
+    params = model_parameters(model_dir)
+    fmt = PromptFormat(params.get("prompt_format", "lg1"))
+    scorer = ScorerConfig(prompt_format=fmt, threshold=s.policy.threshold)
+    serving_v = promote.serving_version(model_dir)
+    serving_ckpt = promote.checkpoint_of(model_dir, serving_v)
+    base = t.base_checkpoint or serving_ckpt
+    run_dir = t.work_dir / "runs" / f"{snap.version}-{int(time.time())}"
+    candidate_ckpt = finetune(
+        base,
+        snap.train,
+        policies,
+        run_dir,
+        FinetuneConfig(
+            prompt_format=fmt,
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            lora=t.lora,
+            lora_rank=t.lora_rank,
+            seed=t.seed,
+            augmentations=Augmentations(
+                t.drop_categories, t.drop_violated, t.shuffle_codes, t.augment_probability
+            ),
+        ),
+    )
+    cand = evaluate_in_process(
+        load_guard(candidate_ckpt, scorer), snap.validation, policies, s.policy.threshold
+    )
+    serv = evaluate_in_process(
+        load_guard(serving_ckpt, scorer), snap.validation, policies, s.policy.threshold
+    )
+    print(table(serv, f"serving version {serving_v} on validation ({snap.version})"))
+    print(table(cand, "candidate on validation"))
+    result = RetrainResult("rejected", "", snap.version, serving_v, None, cand, serv, rej)
+    c_auprc, s_auprc = cand["auprc"] or 0.0, serv["auprc"] or 0.0
+    if c_auprc >= s_auprc + t.promotion_margin:
+        result.new_version = promote.promote(model_dir, candidate_ckpt)
+        result.status = "promoted"
+        result.reason = f"AUPRC {c_auprc:.4f} >= {s_auprc:.4f} + {t.promotion_margin}"
+        if reload:
+            ready = promote.reload_model(s.triton.url, s.triton.model_name)
+            log.info("triton serves %s versions %s", s.triton.model_name, ready)
+    else:
+        result.reason = (
+            f"AUPRC {c_auprc:.4f} < {s_auprc:.4f} + margin "
+            f"{t.promotion_margin}: serving version {serving_v} stays"
+        )
+    (run_dir / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    return result
