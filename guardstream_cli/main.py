@@ -180,6 +180,48 @@ def cmd_rollback(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
+    from training.evaluate import run_eval
+    from training.metrics import table
+
+    def report() -> dict[str, object]:
+        return run_eval(
+            Path(args.data), s, Path(args.report) if args.report else None, args.concurrency
+        )
+
+    if args.triton_url or "GUARDSTREAM_TRITON__URL" in os.environ:
+        if args.triton_url:
+            s = s.model_copy(
+                update={"triton": s.triton.model_copy(update={"url": args.triton_url})}
+            )
+        result = report()
+    else:  # no Triton configured: start the local one with the default model
+        from stream_app.launchers.model import resolve_local_model
+        from stream_app.launchers.tritonserver import TritonPorts, triton_process
+
+        s = s.for_local_stack()
+        model = resolve_local_model(s.local.data_dir)
+        print(f"starting the local tritonserver: {model.description}", file=sys.stderr)
+        with triton_process(
+            s.local.model_repository,
+            s.local.data_dir / "triton",
+            TritonPorts(
+                s.local.triton_http_port, s.local.triton_grpc_port, s.local.triton_metrics_port
+            ),
+            explicit_models=[s.triton.model_name],
+            env={"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())},
+            timeout_s=300,
+        ):
+            result = report()
+    print(table(result, f"{args.data}: {result['n']} scored, {result['n_unreadable']} unreadable"))
+    for side in ("user_side", "agent_side"):
+        if side in result:
+            print(f"  {side}: {result[side]}")
+    for row in result["unreadable"][:20]:  # type: ignore[index]
+        print(f"  unreadable {row['ref']}: {row['reason']}")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace, s: Settings) -> int:
     from guard.settings import settings_markdown
 
@@ -237,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", type=int, default=None, help="version to return to (default: previous)")
     rb.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
     rb.set_defaults(func=cmd_rollback)
+    ev = sub.add_parser("eval", help="score a labelled JSONL file through Triton and report")
+    ev.add_argument("--data", required=True, help="JSONL rows: id, conversation, label, categories")
+    ev.add_argument("--report", default=None, help="write the JSON report here")
+    ev.add_argument(
+        "--triton-url",
+        default=None,
+        help="Triton gRPC address (default: $GUARDSTREAM_TRITON__URL, else start the "
+        "local tritonserver)",
+    )
+    ev.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    ev.set_defaults(func=cmd_eval)
     st = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     st.add_argument("--markdown", action="store_true", help="print the settings reference")
     st.set_defaults(func=cmd_settings)

@@ -122,3 +122,59 @@ def test_review_in_the_terminal_records_decisions_on_the_reviews_topic(
         ("f1", "unsafe", ("O3",), "ann"),
         ("f2", "safe", (), "ann"),
     ]
+
+
+def test_eval_scores_through_triton_and_lists_unreadable_rows(
+    triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    rows = [
+        {
+            "id": f"r{i}",
+            "conversation": [{"role": "user", "content": f"question {i}"}]
+            + ([{"role": "agent", "content": f"answer {i}"}] if i % 2 else []),
+            "label": "unsafe" if i % 3 == 0 else "safe",
+            "categories": ["O3"] if i % 3 == 0 else [],
+        }
+        for i in range(12)
+    ]
+    lines = [orjson.dumps(r) for r in rows]
+    lines += [
+        b"not json",
+        orjson.dumps({"id": "bad", "conversation": [], "label": "safe"}),
+        orjson.dumps(
+            {
+                "id": "nopolicy",
+                "policy_id": "nope",
+                "label": "safe",
+                "conversation": [{"role": "user", "content": "x"}],
+            }
+        ),
+    ]
+    data = tmp_path / "rows.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    report_path = tmp_path / "report.json"
+    out = subprocess.run(
+        [
+            *CLI,
+            "eval",
+            "--data",
+            str(data),
+            "--report",
+            str(report_path),
+            "--triton-url",
+            str(triton_server["grpc"]),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = orjson.loads(report_path.read_bytes())
+    for key in ("n", "auprc", "precision", "recall", "f1", "fpr", "threshold", "turns_per_s"):
+        assert key in report, key
+    assert report["n"] == 12 and report["positives"] == 4
+    assert report["n_unreadable"] == 3
+    assert {u["ref"] for u in report["unreadable"]} == {f"{data}:13", f"{data}:14", f"{data}:15"}
+    assert report["turns_per_s"] > 0 and 0.0 <= report["auprc"] <= 1.0
+    assert "auprc" in out.stdout and "unreadable" in out.stdout
