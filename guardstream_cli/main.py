@@ -222,6 +222,13 @@ def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
+    from bench.run import run_bench
+
+    run_bench(s, args.turns, Path(args.report) if args.report else None, args.backlog)
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace, s: Settings) -> int:
     from guard.settings import settings_markdown
 
@@ -290,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     ev.set_defaults(func=cmd_eval)
+    be = sub.add_parser("bench", help="model-only vs Triton vs end-to-end benchmark")
+    be.add_argument("--turns", type=int, default=2000, help="turns per measurement")
+    be.add_argument("--report", default=None, help="write the JSON report here")
+    be.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="also drain a backlog of N turns and record the worker's memory",
+    )
+    be.set_defaults(func=cmd_bench)
     st = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     st.add_argument("--markdown", action="store_true", help="print the settings reference")
     st.set_defaults(func=cmd_settings)
