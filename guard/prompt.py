@@ -79,6 +79,29 @@ def render_conversation(turns: Sequence[Turn], special_tokens: Iterable[str] = (
     return "\n\n".join(f"{_ROLE_LABEL[t.role]}: {neutralize(t.content, specials)}" for t in turns)
 
 
+def prompt_prefix(
+    side: Role,
+    policy: Policy,
+    fmt: PromptFormat = PromptFormat.LG1,
+    *,
+    categories: Sequence[Category] | None = None,
+    with_descriptions: bool = False,
+) -> str:
+    """Everything before the conversation: the same for every turn checked for
+    ``side`` under ``policy``, so a server can compute its KV cache once."""
+    who = _ROLE_LABEL[side]
+    cats = render_categories(
+        policy.categories if categories is None else categories, with_descriptions
+    )
+    head = "<|start_header_id|>user<|end_header_id|>\n\n" if fmt is PromptFormat.LG3 else "[INST] "
+    return (
+        f"{head}Task: Check if there is unsafe content in '{who}' messages in conversations "
+        "according our safety policy with the below categories.\n\n"
+        f"<BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}\n<END UNSAFE CONTENT CATEGORIES>\n\n"
+        "<BEGIN CONVERSATION>\n\n"
+    )
+
+
 def render_prompt(
     turns: Sequence[Turn],
     side: Role,
@@ -96,27 +119,21 @@ def render_prompt(
     (:func:`guard.conversation.check_conversation`).
     """
     who = _ROLE_LABEL[side]
-    cats = render_categories(
-        policy.categories if categories is None else categories, with_descriptions
+    prefix = prompt_prefix(
+        side, policy, fmt, categories=categories, with_descriptions=with_descriptions
     )
     convo = render_conversation(turns, special_tokens)
     last = "ONLY THE LAST " if fmt is PromptFormat.LG3 else ""
-    body = (
-        f"Task: Check if there is unsafe content in '{who}' messages in conversations "
-        "according our safety policy with the below categories.\n\n"
-        f"<BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}\n<END UNSAFE CONTENT CATEGORIES>\n\n"
-        f"<BEGIN CONVERSATION>\n\n{convo}\n\n<END CONVERSATION>\n\n"
+    tail = (
+        f"{convo}\n\n<END CONVERSATION>\n\n"
         f"Provide your safety assessment for {last}{who} message in the above conversation:\n"
         " - First line must read 'safe' or 'unsafe'.\n"
         " - If unsafe, a second line must include a comma-separated list of violated "
         "categories."
     )
     if fmt is PromptFormat.LG3:
-        return (
-            "<|start_header_id|>user<|end_header_id|>\n\n"
-            f"{body}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-        )
-    return f"[INST] {body} [/INST]"
+        return f"{prefix}{tail}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    return f"{prefix}{tail} [/INST]"
 
 
 #: What separates the prompt from the answer's first word, per format.

@@ -11,17 +11,18 @@ error: it is reported unsafe and flagged, never safe.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from guard.answer import AnswerParseError, parse_answer
 from guard.conversation import ConversationError, Role, Turn, check_conversation
-from guard.prompt import ANSWER_SEPARATOR, PromptFormat, render_prompt
+from guard.prompt import ANSWER_SEPARATOR, PromptFormat, prompt_prefix, render_prompt
 from guard.taxonomy import Category, Policy
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Prepared:
 
     policy: Policy
     ids: list[int]
+    #: Leading tokens shared by every prompt with this ``prefix_key`` (0: none).
+    prefix_len: int = 0
+    prefix_key: tuple[str, str] | None = None
 
 
 class Guard(Protocol):
@@ -77,6 +81,8 @@ class ScorerConfig:
     with_descriptions: bool = False
     decode_categories: bool = True
     max_answer_tokens: int = 20
+    #: Compute the policy prefix's KV cache once and reuse it for every prompt.
+    prefix_cache: bool = True
 
 
 def pick_device() -> torch.device:
@@ -134,6 +140,7 @@ class CausalLMGuard:
         pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
         self.pad_id: int = pad if pad is not None else (tokenizer.eos_token_id or 0)  # type: ignore[attr-defined]
         self.safe_id, self.unsafe_id = answer_token_ids(tokenizer, self.cfg.prompt_format)
+        self._prefixes: dict[tuple[str, str], tuple[list[int], Any]] = {}
         self._head = model.get_output_embeddings()  # type: ignore[operator]
         self._body: torch.nn.Module = model.base_model  # type: ignore[assignment]
 
@@ -189,10 +196,81 @@ class CausalLMGuard:
     # -- scoring ---------------------------------------------------------------
 
     def prepare(self, req: GuardRequest) -> Prepared:
-        return Prepared(req.policy, self.encode(req))
+        ids = self.encode(req)
+        if not self.cfg.prefix_cache:
+            return Prepared(req.policy, ids)
+        key = (req.policy.ref, req.side.value)
+        prefix = self._prefix_ids(key, req.side, req.policy)
+        if ids[: len(prefix)] != prefix or len(ids) == len(prefix):
+            return Prepared(req.policy, ids)  # tokenization merged across the boundary
+        return Prepared(req.policy, ids, len(prefix), key)
+
+    def _prefix_ids(self, key: tuple[str, str], side: Role, policy: Policy) -> list[int]:
+        if key not in self._prefixes:
+            text = prompt_prefix(
+                side, policy, self.cfg.prompt_format, with_descriptions=self.cfg.with_descriptions
+            )
+            self._prefixes[key] = (self._ids(text), None)
+        return self._prefixes[key][0]
 
     def score_prepared(self, items: Sequence[Prepared]) -> list[GuardResult]:
-        return self.score_ids([p.ids for p in items], [p.policy for p in items])
+        """Score prepared items; those sharing a cached prefix run only their suffix."""
+        results: list[GuardResult | None] = [None] * len(items)
+        groups: dict[tuple[str, str] | None, list[int]] = {}
+        for i, p in enumerate(items):
+            groups.setdefault(p.prefix_key if p.prefix_len else None, []).append(i)
+        for key, idx in groups.items():
+            scored = (
+                self.score_ids([items[i].ids for i in idx], [items[i].policy for i in idx])
+                if key is None
+                else self._score_cached(key, [items[i] for i in idx])
+            )
+            for i, r in zip(idx, scored, strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _score_cached(self, key: tuple[str, str], items: Sequence[Prepared]) -> list[GuardResult]:
+        prefix, cache = self._prefixes[key]
+        if cache is None:
+            ids = torch.tensor([prefix], device=self.device)
+            cache = self._body(input_ids=ids, use_cache=True).past_key_values
+            self._prefixes[key] = (prefix, cache)
+        suffixes = [p.ids[len(prefix) :] for p in items]
+        results: list[GuardResult | None] = [None] * len(items)
+        for chunk in self._length_batches(suffixes):
+            logits = self._suffix_logits(cache, len(prefix), [suffixes[i] for i in chunk])
+            for j, r in enumerate(self._results(logits, [items[i] for i in chunk])):
+                results[chunk[j]] = r
+        return [r for r in results if r is not None]
+
+    def _results(self, logits: torch.Tensor, items: Sequence[Prepared]) -> list[GuardResult]:
+        pair = torch.stack([logits[:, self.safe_id], logits[:, self.unsafe_id]], dim=1)
+        p_unsafe = torch.softmax(pair.float(), dim=1)[:, 1].tolist()
+        top = logits.argmax(dim=1).tolist()
+        return [self._verdict(p.ids, p.policy, p_unsafe[j], top[j]) for j, p in enumerate(items)]
+
+    def _suffix_logits(
+        self, cache: Any, prefix_len: int, batch: Sequence[list[int]]
+    ) -> torch.Tensor:
+        """Next-token logits after prefix + each suffix, reusing the prefix's KV cache."""
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(batch))
+        ids, mask, lengths = self._right_padded(batch)
+        full_mask = torch.cat(
+            [torch.ones((len(batch), prefix_len), dtype=mask.dtype, device=self.device), mask],
+            dim=1,
+        )
+        positions = (prefix_len + torch.arange(ids.shape[1], device=self.device)).expand_as(ids)
+        hidden = self._body(
+            input_ids=ids,
+            attention_mask=full_mask,
+            position_ids=positions,
+            past_key_values=past,
+            use_cache=True,
+        ).last_hidden_state
+        last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
+        return self._head(last).float()
 
     def score(self, requests: Sequence[GuardRequest]) -> list[GuardResult]:
         """Score already-validated requests (see :meth:`encode` for the limits)."""
@@ -259,12 +337,9 @@ class CausalLMGuard:
             batches.append(cur)
         return batches
 
-    def _first_step_logits(self, batch: Sequence[list[int]]) -> torch.Tensor:
-        """Full-vocabulary logits of the next token after each prompt, [B, V].
-
-        Right padding keeps every real token at its true position; only the last
-        real position of each row goes through the output head.
-        """
+    def _right_padded(
+        self, batch: Sequence[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(x) for x in batch], device=self.device)
         width = int(lengths.max())
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long, device=self.device)
@@ -272,6 +347,15 @@ class CausalLMGuard:
         for row, seq in enumerate(batch):
             ids[row, : len(seq)] = torch.tensor(seq, device=self.device)
             mask[row, : len(seq)] = 1
+        return ids, mask, lengths
+
+    def _first_step_logits(self, batch: Sequence[list[int]]) -> torch.Tensor:
+        """Full-vocabulary logits of the next token after each prompt, [B, V].
+
+        Right padding keeps every real token at its true position; only the last
+        real position of each row goes through the output head.
+        """
+        ids, mask, lengths = self._right_padded(batch)
         hidden = self._body(input_ids=ids, attention_mask=mask).last_hidden_state
         last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
         return self._head(last).float()

@@ -96,3 +96,18 @@ def test_length_batches_respect_both_budgets(tiny_lg1: Path) -> None:
     for b in batches:
         assert len(b) <= 4
         assert len(b) == 1 or max(len(encoded[i]) for i in b) * len(b) <= 100
+
+
+def test_policy_prefix_cache_gives_the_same_scores(tiny_lg1: Path) -> None:
+    reqs = _reqs() + [
+        GuardRequest((Turn(Role.USER, "hi"), Turn(Role.AGENT, t)), Role.AGENT, LLAMA_GUARD_1)
+        for t in TEXTS
+    ]
+    plain = CausalLMGuard.load(tiny_lg1, ScorerConfig(prefix_cache=False, max_batch=3))
+    cached = CausalLMGuard.load(tiny_lg1, ScorerConfig(prefix_cache=True, max_batch=3))
+    prepared = [cached.prepare(r) for r in reqs]
+    assert all(p.prefix_len > 50 for p in prepared), "the policy prefix is shared"
+    assert len({p.prefix_key for p in prepared}) == 2  # one per side
+    for a, b in zip(plain.score(reqs), cached.score(reqs), strict=True):
+        assert b.p_unsafe == pytest.approx(a.p_unsafe, abs=1e-5)
+        assert (a.unsafe, a.parse_error) == (b.unsafe, b.parse_error)
