@@ -81,6 +81,7 @@ class ServiceConfig:
                 max_batch=int(params.get("max_batch", "64")),
                 max_batch_tokens=int(params.get("max_batch_tokens", "32768")),
                 with_descriptions=params.get("with_descriptions", "false").lower() == "true",
+                prefix_cache=params.get("prefix_cache", "true").lower() == "true",
             ),
             default_policy_id=params.get("default_policy_id", "llama-guard-1"),
             policy_dir=Path(policy_dir) if policy_dir else None,
