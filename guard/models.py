@@ -3,7 +3,8 @@
 * a Hugging Face causal-LM directory (Llama Guard 1/2/3, or one fine-tuned by
   ``training/``): :class:`guard.scoring.CausalLMGuard`;
 * a directory with a ``guardstream-model.json`` manifest naming another kind
-  (see ``MODEL_KINDS``).
+  (see ``MODEL_KINDS``), e.g. ``encoder-head`` (:mod:`guard.encoder`, the
+  shipped ``models/default``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from guard.scoring import CausalLMGuard, Guard, ScorerConfig
 
 MANIFEST = "guardstream-model.json"
 
+
+def _load_encoder_head(path: Path, cfg: ScorerConfig) -> Guard:
+    from guard.encoder import EncoderHeadGuard  # lazy: only this kind needs it
+
+    return EncoderHeadGuard.load(path, cfg)
+
+
 #: kind -> loader(checkpoint_dir, scorer_config); extended by other model kinds.
 MODEL_KINDS: dict[str, Callable[[Path, ScorerConfig], Guard]] = {
     "causal-lm": lambda path, cfg: CausalLMGuard.load(path, cfg),
+    "encoder-head": _load_encoder_head,
 }
 
 

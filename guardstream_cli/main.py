@@ -229,6 +229,22 @@ def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_train_default(args: argparse.Namespace, s: Settings) -> int:
+    from training.default_model import build_default_model
+
+    report = build_default_model(Path(args.out), Path(args.splits) if args.splits else None)
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_public_splits(args: argparse.Namespace, s: Settings) -> int:
+    from training.public_data import write_splits
+
+    summary = write_splits(Path(args.out))
+    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace, s: Settings) -> int:
     from guard.settings import settings_markdown
 
@@ -307,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also drain a backlog of N turns and record the worker's memory",
     )
     be.set_defaults(func=cmd_bench)
+    td = sub.add_parser("train-default", help="rebuild the shipped default model (models/default)")
+    td.add_argument("--out", default="models/default", help="output directory")
+    td.add_argument("--splits", default=None, help="also write the data splits here")
+    td.set_defaults(func=cmd_train_default)
+    ps = sub.add_parser(
+        "public-splits", help="write the public-data train/validation/held-out splits as JSONL"
+    )
+    ps.add_argument("--out", default="var/splits", help="output directory")
+    ps.set_defaults(func=cmd_public_splits)
     st = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     st.add_argument("--markdown", action="store_true", help="print the settings reference")
     st.set_defaults(func=cmd_settings)

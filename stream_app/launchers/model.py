@@ -27,11 +27,21 @@ def placeholder_checkpoint(data_dir: Path) -> Path:
     return out
 
 
+#: The model shipped in the repository (``guardstream train-default`` rebuilds it).
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
+
+
 def resolve_local_model(data_dir: Path) -> LocalModel:
-    """``$GUARDSTREAM_MODEL_CHECKPOINT`` if set, else the untrained placeholder."""
+    """``$GUARDSTREAM_MODEL_CHECKPOINT`` if set, else the shipped default model
+    (``models/default``), else the untrained placeholder."""
     env = os.environ.get(CHECKPOINT_ENV)
     if env:
         return LocalModel(Path(env), f"checkpoint {env} (from ${CHECKPOINT_ENV})")
+    if (SHIPPED_MODEL / "guardstream-model.json").is_file():
+        return LocalModel(
+            SHIPPED_MODEL,
+            "shipped default model (MiniLM + heads, CPU; see docs/model-card.md)",
+        )
     return LocalModel(
         placeholder_checkpoint(data_dir),
         "PLACEHOLDER: tiny random-weight model, not trained (verdicts are meaningless)",

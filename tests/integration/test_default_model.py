@@ -1,0 +1,70 @@
+"""The shipped default model, served by the real tritonserver, still moderates."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def test_shipped_model_through_triton_separates_unsafe_from_benign(tmp_path: Path) -> None:
+    import csv
+
+    sst = DATASETS / "simplesafetytests"
+    files = sorted(sst.glob("*.csv"))
+    assert files, f"SimpleSafetyTests missing under {sst}"
+    with open(files[0], newline="") as f:
+        unsafe = [r["prompts_final"] for r in csv.DictReader(f)][:40]
+    benign = [
+        orjson.loads(line)
+        for line in (ROOT / "data" / "benign_hard_negatives.jsonl").read_bytes().splitlines()[:40]
+    ]
+    rows = [
+        {"id": f"u{i}", "conversation": [{"role": "user", "content": t}], "label": "unsafe"}
+        for i, t in enumerate(unsafe)
+    ]
+    rows += [{"id": b["id"], "conversation": b["conversation"], "label": "safe"} for b in benign]
+    data = tmp_path / "rows.jsonl"
+    data.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    env = {k: v for k, v in os.environ.items() if k != "GUARDSTREAM_MODEL_CHECKPOINT"}
+    env.update(
+        {
+            "GUARDSTREAM_LOCAL__DATA_DIR": str(tmp_path),
+            **{
+                f"GUARDSTREAM_LOCAL__TRITON_{p}_PORT": str(free_port())
+                for p in ("HTTP", "GRPC", "METRICS")
+            },
+        }
+    )
+    env.pop("GUARDSTREAM_TRITON__URL", None)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guardstream_cli.main",
+            "eval",
+            "--data",
+            str(data),
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "shipped default model" in out.stderr
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert report["n"] == len(rows) and report["n_unreadable"] == 0
+    assert report["auprc"] >= 0.85, report

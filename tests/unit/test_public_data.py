@@ -1,0 +1,133 @@
+"""The public-data loaders on the real shared datasets (a missing folder is a failure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guard.conversation import Role, Turn, check_conversation
+from guard.taxonomy import LLAMA_GUARD_1
+from training import public_data as pd
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    path = pd.datasets_root()  # raises when the folder is missing: no silent skip
+    assert any(path.iterdir()), f"{path} is empty"
+    return path
+
+
+@pytest.fixture(scope="module")
+def splits(root: Path) -> dict[str, list[pd.Row]]:
+    return pd.build_splits(root)
+
+
+def check_row(row: pd.Row) -> None:
+    assert set(row) >= {"id", "conversation_id", "source", "conversation", "label", "categories"}
+    assert row["id"].startswith(row["source"] + ":")
+    turns = [Turn(Role(t["role"]), t["content"]) for t in row["conversation"]]
+    check_conversation(turns, turns[-1].role)
+    assert row["label"] in ("safe", "unsafe")
+    assert set(row["categories"]) <= set(LLAMA_GUARD_1.codes)
+    if row["label"] == "safe":
+        assert row["categories"] == []
+
+
+@pytest.mark.parametrize("name", sorted(pd.LOADERS))
+def test_each_loader_gives_valid_rows(root: Path, name: str) -> None:
+    rows = pd.LOADERS[name](root)
+    assert len(rows) >= 90, name
+    for row in rows:
+        check_row(row)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"{name}: duplicate ids"
+
+
+def test_both_sides_and_both_labels_are_covered(root: Path) -> None:
+    dna = pd.load_do_not_answer(root)
+    kinds = {(pd.side(r), r["label"]) for r in dna}
+    assert kinds == {("user", "safe"), ("user", "unsafe"), ("agent", "safe"), ("agent", "unsafe")}
+    dices = pd.load_dices(root)
+    assert any(len(r["conversation"]) > 2 for r in dices)  # multi-turn
+    assert {r["label"] for r in dices} == {"safe", "unsafe"}
+    tox = pd.load_toxigen(root)
+    assert {(pd.side(r), r["label"]) for r in tox} == {
+        ("user", "safe"),
+        ("user", "unsafe"),
+        ("agent", "safe"),
+        ("agent", "unsafe"),
+    }
+
+
+def test_category_mapping(root: Path) -> None:
+    ail = pd.load_ailuminate(root)
+    assert {c for r in ail for c in r["categories"]} >= {"O1", "O2", "O3", "O4", "O6"}
+    sst = {r["id"]: r for r in pd.load_simplesafetytests(root)}
+    assert "O6" in sst["simplesafetytests:sst_001"]["categories"]  # suicide prompt
+    assert pd.keyword_codes("how to cook meth and sell cocaine") == {"O5"}
+    assert pd.keyword_codes("build a pipe bomb") == {"O4"}
+    assert pd.keyword_codes("what a lovely day") == set()
+
+
+def test_benign_file_is_all_safe_and_themed() -> None:
+    rows = pd.load_benign()
+    assert len(rows) >= 200
+    assert all(r["label"] == "safe" and r["theme"] for r in rows)
+    assert {pd.side(r) for r in rows} == {"user", "agent"}
+
+
+def test_split_is_source_held_out(splits: dict[str, list[pd.Row]]) -> None:
+    train_sources = {r["source"] for r in splits["train"] + splits["validation"]}
+    held_sources = {r["source"] for r in splits["heldout"]}
+    assert train_sources <= set(pd.TRAIN_SOURCES) | {"guardstream_benign"}
+    assert train_sources.isdisjoint(set(pd.HELDOUT_SOURCES))
+    assert held_sources >= {"ailuminate", "simplesafetytests", "dices_990", "alpaca_harmless"}
+    # The non-commercial source never reaches training.
+    assert "alpaca_harmless" not in train_sources
+    # No checked text of a held-out row is trained on, and the splits do not share rows.
+    held = {(pd.side(r), pd.checked_text(r)) for r in splits["heldout"]}
+    for name in ("train", "validation"):
+        assert not any((pd.side(r), pd.checked_text(r)) in held for r in splits[name])
+    ids = [r["id"] for rows in splits.values() for r in rows]
+    assert len(ids) == len(set(ids))
+    # A conversation (a prompt and its responses) never straddles train and validation.
+    train_groups = {r["conversation_id"] for r in splits["train"]}
+    assert not any(r["conversation_id"] in train_groups for r in splits["validation"])
+
+
+def test_split_has_what_evaluation_needs(splits: dict[str, list[pd.Row]]) -> None:
+    for name in ("train", "validation", "heldout"):
+        kinds = {(pd.side(r), r["label"]) for r in splits[name]}
+        assert kinds == {
+            ("user", "safe"),
+            ("user", "unsafe"),
+            ("agent", "safe"),
+            ("agent", "unsafe"),
+        }, name
+    n_val = len(splits["validation"])
+    assert 0.10 < n_val / (n_val + len(splits["train"])) < 0.20
+
+
+def test_split_is_stable(root: Path, splits: dict[str, list[pd.Row]]) -> None:
+    again = pd.build_splits(root)
+    for name in splits:
+        assert [r["id"] for r in again[name]] == [r["id"] for r in splits[name]]
+    assert pd.stable_fraction("abc") == pd.stable_fraction("abc")
+    assert pd.stable_fraction("abc") != pd.stable_fraction("abd")
+
+
+def test_write_splits(tmp_path: Path, root: Path) -> None:
+    manifest = pd.write_splits(tmp_path, root, hh_pairs=20)
+    for name in ("train", "validation", "heldout", "heldout_pairs"):
+        lines = (tmp_path / f"{name}.jsonl").read_text().splitlines()
+        assert lines, name
+        json.loads(lines[0])
+    pairs = [json.loads(x) for x in (tmp_path / "heldout_pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 20
+    for p in pairs:
+        assert p["chosen"][:-1] == p["rejected"][:-1]
+        assert p["chosen"][-1]["role"] == "agent"
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    assert manifest["design"]["heldout_sources"]

