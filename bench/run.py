@@ -7,9 +7,7 @@ turns, so the ratios compare like with like on a noisy machine.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -135,8 +133,8 @@ def run_bench(
 ) -> dict[str, Any]:
     from stream_app.launchers.broker import broker_process
     from stream_app.launchers.model import resolve_local_model
-    from stream_app.launchers.process import ManagedProcess
     from stream_app.launchers.tritonserver import TritonPorts, triton_process
+    from stream_app.launchers.worker import worker_process
     from stream_app.topics import create_topics
 
     work = Path(tempfile.mkdtemp(prefix="guardstream-bench-"))
@@ -185,14 +183,7 @@ def run_bench(
         report["naive_tps"] = asyncio.run(triton_only(s, turns[: max(50, n_turns // 4)], 1))
         print(f"  naive (one request at a time): {report['naive_tps']:.1f} turns/s", flush=True)
         asyncio.run(create_topics(s))
-        worker = ManagedProcess(
-            "worker",
-            [sys.executable, "-m", "guardstream_cli.main", "worker"],
-            ready=lambda: _ready(web_port),
-            log_path=work / "worker.log",
-            env={**os.environ, **s.to_env()},
-            timeout_s=120,
-        )
+        worker = worker_process(s, work / "worker.log")
         with worker:
             asyncio.run(end_to_end(s, bench_turns(64, seed=9, tag="warm"), None))
             tps, _ = asyncio.run(end_to_end(s, turns, None))
@@ -222,15 +213,10 @@ def run_bench(
     return report
 
 
-def _ready(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-        return bool(r.status == 200)
-
-
 def _backlog(s: Settings, n: int, work: Path, web_port: int) -> dict[str, Any]:
     """Produce ``n`` turns first, then let a fresh worker drain them; sample its RSS."""
     from stream_app.kafka_io import produce
-    from stream_app.launchers.process import ManagedProcess
+    from stream_app.launchers.worker import worker_process
 
     s = s.model_copy(
         update={
@@ -245,14 +231,7 @@ def _backlog(s: Settings, n: int, work: Path, web_port: int) -> dict[str, Any]:
     asyncio.run(create_topics(s))
     turns = bench_turns(n, seed=5, tag="backlog")
     asyncio.run(produce(s, [(t.conversation_id.encode(), t.to_json()) for t in turns]))
-    worker = ManagedProcess(
-        "worker",
-        [sys.executable, "-m", "guardstream_cli.main", "worker"],
-        ready=lambda: _ready(web_port),
-        log_path=work / "backlog-worker.log",
-        env={**os.environ, **s.to_env()},
-        timeout_s=120,
-    )
+    worker = worker_process(s, work / "backlog-worker.log")
     samples: list[float] = []
     start = time.perf_counter()
     with worker:

@@ -31,22 +31,11 @@ def _wait_for_signal() -> None:
 
 
 def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
-    from stream_app.launchers.model import resolve_local_model
-    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+    from stream_app.launchers.model import local_triton, resolve_local_model
 
     model = resolve_local_model(s.local.data_dir)
     print(f"guardstream serve: model {s.triton.model_name!r} = {model.description}", flush=True)
-    proc = triton_process(
-        s.local.model_repository,
-        s.local.data_dir / "triton",
-        TritonPorts(
-            s.local.triton_http_port, s.local.triton_grpc_port, s.local.triton_metrics_port
-        ),
-        explicit_models=[s.triton.model_name],
-        env={"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())},
-        timeout_s=args.timeout,
-    )
-    with proc:
+    with local_triton(s, model, args.timeout):
         print(
             f"tritonserver ready: grpc 127.0.0.1:{s.local.triton_grpc_port}, "
             f"http 127.0.0.1:{s.local.triton_http_port} (Ctrl-C stops it)",
@@ -196,22 +185,12 @@ def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
             )
         result = report()
     else:  # no Triton configured: start the local one with the default model
-        from stream_app.launchers.model import resolve_local_model
-        from stream_app.launchers.tritonserver import TritonPorts, triton_process
+        from stream_app.launchers.model import local_triton, resolve_local_model
 
         s = s.for_local_stack()
         model = resolve_local_model(s.local.data_dir)
         print(f"starting the local tritonserver: {model.description}", file=sys.stderr)
-        with triton_process(
-            s.local.model_repository,
-            s.local.data_dir / "triton",
-            TritonPorts(
-                s.local.triton_http_port, s.local.triton_grpc_port, s.local.triton_metrics_port
-            ),
-            explicit_models=[s.triton.model_name],
-            env={"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())},
-            timeout_s=300,
-        ):
+        with local_triton(s, model):
             result = report()
     print(table(result, f"{args.data}: {result['n']} scored, {result['n_unreadable']} unreadable"))
     for side in ("user_side", "agent_side"):

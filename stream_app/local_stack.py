@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,17 +63,12 @@ def format_verdict(v: dict[str, object], content: str | None) -> str:
     )
 
 
-def _worker_ready(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-        return bool(r.status == 200)
-
-
 @contextlib.contextmanager
 def local_services(s: Settings, with_worker: bool = True) -> Iterator[dict[str, ManagedProcess]]:
     """Broker, tritonserver (default model) and, optionally, the worker."""
     from stream_app.launchers.broker import broker_process
-    from stream_app.launchers.model import resolve_local_model
-    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+    from stream_app.launchers.model import local_triton, resolve_local_model
+    from stream_app.launchers.worker import worker_process
     from stream_app.topics import create_topics
 
     s = s.for_local_stack()
@@ -88,30 +80,12 @@ def local_services(s: Settings, with_worker: bool = True) -> Iterator[dict[str, 
             broker_process(s.local.data_dir / "broker", s.local.broker_port)
         )
         print(f"broker: 127.0.0.1:{s.local.broker_port}", flush=True)
-        procs["triton"] = stack.enter_context(
-            triton_process(
-                s.local.model_repository,
-                s.local.data_dir / "triton",
-                TritonPorts(
-                    s.local.triton_http_port, s.local.triton_grpc_port, s.local.triton_metrics_port
-                ),
-                explicit_models=[s.triton.model_name],
-                env={"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())},
-                timeout_s=300,
-            )
-        )
+        procs["triton"] = stack.enter_context(local_triton(s, model))
         print(f"triton: grpc 127.0.0.1:{s.local.triton_grpc_port}", flush=True)
         asyncio.run(create_topics(s))
         if with_worker:
             procs["worker"] = stack.enter_context(
-                ManagedProcess(
-                    "worker",
-                    [sys.executable, "-m", "guardstream_cli.main", "worker"],
-                    ready=lambda: _worker_ready(s.worker.web_port),
-                    log_path=s.local.data_dir / "worker.log",
-                    env={**os.environ, **s.to_env()},
-                    timeout_s=120,
-                )
+                worker_process(s, s.local.data_dir / "worker.log")
             )
             print(
                 f"worker: metrics http://127.0.0.1:{s.worker.web_port}/metrics "

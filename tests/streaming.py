@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,21 +41,10 @@ def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: o
     )  # type: ignore[arg-type]
 
 
-def _ready(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-        return bool(r.status == 200)
-
-
 def worker_process(s: Settings, log_path: Path) -> ManagedProcess:
-    return ManagedProcess(
-        "worker",
-        [sys.executable, "-m", "guardstream_cli.main", "worker"],
-        ready=lambda: _ready(s.worker.web_port),
-        log_path=log_path,
-        env={**os.environ, **s.to_env()},
-        timeout_s=120,
-        stop_timeout_s=20,
-    )
+    from stream_app.launchers.worker import worker_process as launch
+
+    return launch(s, log_path)
 
 
 def make_turns(n: int, conversations: int = 5, tag: str = "") -> list[ChatTurn]:

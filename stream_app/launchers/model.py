@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guard.serving import CHECKPOINT_ENV
+from guard.settings import Settings
+from stream_app.launchers.process import ManagedProcess
 
 
 @dataclass(frozen=True)
@@ -45,4 +47,20 @@ def resolve_local_model(data_dir: Path) -> LocalModel:
     return LocalModel(
         placeholder_checkpoint(data_dir),
         "PLACEHOLDER: tiny random-weight model, not trained (verdicts are meaningless)",
+    )
+
+
+def local_triton(s: Settings, model: LocalModel, timeout_s: float = 300.0) -> ManagedProcess:
+    """The local tritonserver on ``s.local``'s ports, serving ``model``."""
+    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+
+    return triton_process(
+        s.local.model_repository,
+        s.local.data_dir / "triton",
+        TritonPorts(
+            s.local.triton_http_port, s.local.triton_grpc_port, s.local.triton_metrics_port
+        ),
+        explicit_models=[s.triton.model_name],
+        env={CHECKPOINT_ENV: str(model.checkpoint.resolve())},
+        timeout_s=timeout_s,
     )
