@@ -164,8 +164,10 @@ def test_existing_claim_is_used_and_not_created(render):
 def test_probes_on_both_deployments(render, scenario):
     docs = render(scenario)
     app = container(stream_app(docs), "stream-app")
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert app[probe]["httpGet"] == {"path": "/healthz", "port": "web"}
+    # ready only once the Triton model is ready and matches the guard protocol
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "web"}
     assert {"name": "web", "containerPort": 6066, "protocol": "TCP"} in app["ports"]
 
     t = container(triton(docs), "triton")
