@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ROOT = Path("/work/shared/datasets")
+#: shared/ lies beside the repository (developers' checkouts and CI's clone alike).
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DATASETS_ENV = "GUARDSTREAM_DATASETS"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENIGN_FILE = REPO_ROOT / "data" / "benign_hard_negatives.jsonl"

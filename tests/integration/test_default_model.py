@@ -13,13 +13,14 @@ import pytest
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.integration
-DATASETS = ROOT.parent / "shared" / "datasets"
 
 
 def test_shipped_model_through_triton_separates_unsafe_from_benign(tmp_path: Path) -> None:
     import csv
 
-    sst = DATASETS / "simplesafetytests"
+    from training.public_data import datasets_root
+
+    sst = datasets_root() / "simplesafetytests"
     files = sorted(sst.glob("*.csv"))
     assert files, f"SimpleSafetyTests missing under {sst}"
     with open(files[0], newline="") as f:
