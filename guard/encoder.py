@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from guard.conversation import ConversationError, Role, Turn, check_conversation
-from guard.scoring import GuardRequest, GuardResult, Prepared, ScorerConfig
+from guard.scoring import GuardRequest, GuardResult, Prepared, ScorerConfig, length_batches
 from guard.taxonomy import LLAMA_GUARD_1, Policy
 
 KIND = "encoder-head"
@@ -190,21 +190,6 @@ class SentenceEncoder:
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return pooled.float().numpy()
-
-
-def length_batches(lengths: Sequence[int], max_batch: int, max_tokens: int) -> list[list[int]]:
-    """Indices grouped by similar length, within the batch-size and padded-token budgets."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) >= max_batch or lengths[i] * (len(cur) + 1) > max_tokens):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
 
 
 class EncoderHeadGuard:

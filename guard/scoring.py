@@ -107,6 +107,22 @@ def first_answer_token(tokenizer: object, prompt: str, word: str) -> int:
     return int(full[len(base)])
 
 
+def length_batches(lengths: Sequence[int], max_batch: int, max_tokens: int) -> list[list[int]]:
+    """Indices grouped by similar length, within the batch-size and padded-token budgets
+    (sorted ascending, so each newcomer is its batch's longest)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) >= max_batch or lengths[i] * (len(cur) + 1) > max_tokens):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 def answer_token_ids(tokenizer: object, fmt: PromptFormat) -> tuple[int, int]:
     """``(safe_id, unsafe_id)``: the first tokens of the two answers in format ``fmt``."""
     sample = render_prompt((Turn(Role.USER, "hi"),), Role.USER, _SAMPLE_POLICY, fmt)
@@ -320,22 +336,9 @@ class CausalLMGuard:
         return self.tok.decode(new, skip_special_tokens=True)  # type: ignore[attr-defined]
 
     def _length_batches(self, encoded: Sequence[list[int]]) -> list[list[int]]:
-        """Indices grouped by similar length, within the batch and token budgets."""
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        batches: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:
-            longest = len(encoded[i])  # sorted ascending: the newcomer is the longest
-            if cur and (
-                len(cur) >= self.cfg.max_batch
-                or longest * (len(cur) + 1) > self.cfg.max_batch_tokens
-            ):
-                batches.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            batches.append(cur)
-        return batches
+        return length_batches(
+            [len(x) for x in encoded], self.cfg.max_batch, self.cfg.max_batch_tokens
+        )
 
     def _right_padded(
         self, batch: Sequence[list[int]]

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from guard.conversation import ConversationError, Role, Turn
-from guard.encoder import KIND, EncoderHeadGuard, EncoderPrepared, Heads, length_batches
+from guard.encoder import KIND, EncoderHeadGuard, EncoderPrepared, Heads
 from guard.models import MANIFEST, load_guard
-from guard.scoring import GuardRequest, ScorerConfig
+from guard.scoring import GuardRequest, ScorerConfig, length_batches
 from guard.serving import GuardService, RawItem, ServiceConfig
 from guard.taxonomy import LLAMA_GUARD_1, MLCOMMONS_HAZARDS, PolicyRegistry
 
