@@ -103,8 +103,8 @@ def _field(
     return value
 
 
-def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
-    """Validate and decode a chat-turn event; :class:`EventError` says why not."""
+def _load_event(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object of an event of the supported schema version, or EventError."""
     if raw is None:
         raise EventError("empty message (no value)")
     try:
@@ -117,6 +117,12 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     version = _field(data, "schema_version", int)
     if version != SCHEMA_VERSION:
         raise EventError(f"unsupported schema_version {version} (supported: {SCHEMA_VERSION})")
+    return data
+
+
+def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
+    """Validate and decode a chat-turn event; :class:`EventError` says why not."""
+    data = _load_event(raw)
     event_id = _field(data, "event_id", str)
     conversation_id = _field(data, "conversation_id", str)
     if not event_id.strip() or not conversation_id.strip():
@@ -321,17 +327,7 @@ class ReviewEvent:
 def decode_review(raw: bytes | None) -> ReviewEvent:
     """Validate a review event's shape (whether its turn and codes exist is checked
     against the flagged turns by the dataset builder)."""
-    if raw is None:
-        raise EventError("empty message (no value)")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise EventError(f"not valid JSON: {str(exc)[:120]}") from None
-    if not isinstance(data, dict):
-        raise EventError("event must be a JSON object")
-    version = _field(data, "schema_version", int)
-    if version != SCHEMA_VERSION:
-        raise EventError(f"unsupported schema_version {version} (supported: {SCHEMA_VERSION})")
+    data = _load_event(raw)
     label = _field(data, "label", str)
     if label not in (Decision.SAFE.value, Decision.UNSAFE.value):
         raise EventError(f"field 'label' must be 'safe' or 'unsafe', got {label[:20]!r}")

@@ -50,6 +50,7 @@ from typing import Any
 #: shared/ lies beside the repository (developers' checkouts and CI's clone alike).
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DATASETS_ENV = "GUARDSTREAM_DATASETS"
+WORKPLACE_ROOT = Path("/work/shared/datasets")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENIGN_FILE = REPO_ROOT / "data" / "benign_hard_negatives.jsonl"
 TEMPLATES_FILE = REPO_ROOT / "data" / "benign_templates.json"
@@ -184,11 +185,20 @@ HELDOUT_SOURCES = tuple(s.name for s in SOURCES if s.role in ("heldout", "eval-o
 
 
 def datasets_root(root: Path | None = None) -> Path:
-    """The raw dataset folder; a missing one is an error, never an empty dataset."""
-    path = root or Path(os.environ.get(DATASETS_ENV) or DEFAULT_ROOT)
-    if not path.is_dir():
-        raise FileNotFoundError(f"public datasets folder {path} is missing (set ${DATASETS_ENV})")
-    return path
+    """The raw dataset folder; a missing one is an error, never an empty dataset.
+
+    ``root``, else ``$GUARDSTREAM_DATASETS``, else shared/datasets beside the
+    repository, else the workplace's ``/work/shared/datasets``.
+    """
+    given = root or os.environ.get(DATASETS_ENV)
+    candidates = [Path(given)] if given else [DEFAULT_ROOT, WORKPLACE_ROOT]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(
+        f"public datasets folder missing (looked in {', '.join(map(str, candidates))}; "
+        f"set ${DATASETS_ENV})"
+    )
 
 
 def stable_fraction(key: str, seed: str = SPLIT_SEED) -> float:
