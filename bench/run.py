@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.turns import as_conversation, bench_turns
 from guard.events import ChatTurn
-from guard.settings import Settings
+from guard.settings import LOCAL_IDLE_FETCH_BACKOFF_MS, Settings
 
 
 def _free_port() -> int:
@@ -142,7 +142,13 @@ def run_bench(
     broker_port, web_port = _free_port(), _free_port()
     s = s.model_copy(
         update={
-            "kafka": s.kafka.model_copy(update={"brokers": f"127.0.0.1:{broker_port}"}),
+            "kafka": s.kafka.model_copy(
+                update={
+                    "brokers": f"127.0.0.1:{broker_port}",
+                    "idle_fetch_backoff_ms": s.kafka.idle_fetch_backoff_ms
+                    or LOCAL_IDLE_FETCH_BACKOFF_MS,
+                }
+            ),
             "triton": s.triton.model_copy(update={"url": f"127.0.0.1:{ports.grpc}"}),
             "worker": s.worker.model_copy(
                 update={"web_port": web_port, "data_dir": work / "w", "app_id": "guardstream-bench"}
@@ -158,6 +164,7 @@ def run_bench(
         "batch_size": w.batch_size,
         "batch_window_s": w.batch_window_s,
         "max_in_flight": w.max_in_flight,
+        "idle_fetch_backoff_ms": s.kafka.idle_fetch_backoff_ms,
     }
     print(f"bench: {n_turns} turns, model: {model.description}", flush=True)
     report["model_only_tps"] = model_only(model.checkpoint, turns, batch=w.batch_size)
@@ -275,7 +282,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"model: {r['model']}",
         f"turns: {r['turns']}  batch_size: {r['batch_size']}  window: {r['batch_window_s']}s  "
-        f"max_in_flight: {r['max_in_flight']}",
+        f"max_in_flight: {r['max_in_flight']}  "
+        f"idle fetch backoff: {r.get('idle_fetch_backoff_ms', 0)} ms",
         f"model only   {r['model_only_tps']:8.1f} turns/s",
         f"triton only  {r['triton_tps']:8.1f} turns/s   (by concurrency "
         + ", ".join(f"{c}: {v:.1f}" for c, v in r["triton_tps_by_concurrency"].items())

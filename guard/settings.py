@@ -23,6 +23,10 @@ class SecurityProtocol(StrEnum):
     SASL_SSL = "SASL_SSL"
 
 
+LOCAL_IDLE_FETCH_BACKOFF_MS = 20
+"""``idle_fetch_backoff_ms`` for the embedded broker (see ``KafkaSettings``)."""
+
+
 class KafkaSettings(BaseModel):
     brokers: str = Field(
         "127.0.0.1:19092", description="Comma-separated bootstrap servers (host:port)."
@@ -39,6 +43,16 @@ class KafkaSettings(BaseModel):
     ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
     client_id: str = Field("guardstream", description="Kafka client id.")
+    idle_fetch_backoff_ms: int = Field(
+        0,
+        ge=0,
+        le=5000,
+        description=(
+            "Client-side pause after a fetch that returned no records (0: off). Kafka itself"
+            " holds an empty fetch for fetch.max.wait.ms; the embedded local broker answers at"
+            " once, so local runs set 20 ms to keep idle consumers from spinning."
+        ),
+    )
 
 
 class TopicSettings(BaseModel):
@@ -225,7 +239,11 @@ class Settings(BaseSettings):
         return self.model_copy(
             update={
                 "kafka": self.kafka.model_copy(
-                    update={"brokers": f"127.0.0.1:{self.local.broker_port}"}
+                    update={
+                        "brokers": f"127.0.0.1:{self.local.broker_port}",
+                        "idle_fetch_backoff_ms": self.kafka.idle_fetch_backoff_ms
+                        or LOCAL_IDLE_FETCH_BACKOFF_MS,
+                    }
                 ),
                 "triton": self.triton.model_copy(
                     update={"url": f"127.0.0.1:{self.local.triton_grpc_port}"}

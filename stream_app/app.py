@@ -5,11 +5,13 @@ from __future__ import annotations
 import faust
 
 from guard.settings import Settings
+from stream_app.idle_fetch import install_idle_fetch_backoff
 from stream_app.kafka_config import faust_broker
 
 
 def create_app(s: Settings) -> faust.App:
     urls, credentials = faust_broker(s.kafka)
+    install_idle_fetch_backoff(s.kafka.idle_fetch_backoff_ms)
     return faust.App(
         s.worker.app_id,
         broker=urls,

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from guard.events import EventError, decode_chat_turn
 from guard.settings import Settings
+from stream_app.idle_fetch import install_idle_fetch_backoff
 from stream_app.kafka_config import aiokafka_options
 
 
@@ -56,6 +57,7 @@ async def follow(
     from_beginning: bool = True,
 ) -> AsyncIterator[dict[str, object]]:
     """Yield decoded JSON events from ``topic`` until ``count`` or ``timeout_s``."""
+    install_idle_fetch_backoff(s.kafka.idle_fetch_backoff_ms)
     consumer = AIOKafkaConsumer(
         topic,
         **aiokafka_options(s.kafka),
@@ -89,6 +91,7 @@ async def read_all(s: Settings, topic: str) -> list[bytes]:
     """Every record value of ``topic``, from the beginning to the current end."""
     from aiokafka import TopicPartition
 
+    install_idle_fetch_backoff(s.kafka.idle_fetch_backoff_ms)
     consumer = AIOKafkaConsumer(
         **aiokafka_options(s.kafka), group_id=None, enable_auto_commit=False
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from guard.conversation import Role
 from guard.events import ChatTurn, now_rfc3339
-from guard.settings import Settings
+from guard.settings import LOCAL_IDLE_FETCH_BACKOFF_MS, Settings
 from stream_app.kafka_io import follow, produce
 from stream_app.launchers.process import ManagedProcess
 from tests.conftest import free_port
@@ -19,7 +19,7 @@ def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: o
     """Settings with topics, consumer group and ports of their own."""
     tag = uuid.uuid4().hex[:8]
     return Settings(
-        kafka={"brokers": broker},
+        kafka={"brokers": broker, "idle_fetch_backoff_ms": LOCAL_IDLE_FETCH_BACKOFF_MS},
         topics={
             "input": f"turns-{tag}",
             "verdicts": f"verdicts-{tag}",

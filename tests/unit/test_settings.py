@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from guard.settings import load_settings, settings_markdown
+from guard.settings import LOCAL_IDLE_FETCH_BACKOFF_MS, Settings, load_settings, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,3 +29,15 @@ def test_settings_doc_is_current_and_documents_every_field() -> None:
     doc = settings_markdown()
     assert (ROOT / "docs" / "settings.md").read_text() == doc, "regenerate docs/settings.md"
     assert "| None |" not in doc  # every field has a description
+
+
+def test_local_stack_pauses_idle_fetches_and_production_does_not() -> None:
+    s = Settings()
+    assert s.kafka.idle_fetch_backoff_ms == 0  # real Kafka waits fetch.max.wait.ms itself
+    local = s.for_local_stack()
+    assert local.kafka.idle_fetch_backoff_ms == LOCAL_IDLE_FETCH_BACKOFF_MS > 0
+    assert local.kafka.brokers == f"127.0.0.1:{s.local.broker_port}"
+    chosen = Settings(kafka={"idle_fetch_backoff_ms": 5}).for_local_stack()  # type: ignore[arg-type]
+    assert chosen.kafka.idle_fetch_backoff_ms == 5
+    # the worker process gets it through its environment
+    assert local.to_env()["GUARDSTREAM_KAFKA__IDLE_FETCH_BACKOFF_MS"] == "20"
