@@ -76,7 +76,12 @@ class WorkerSettings(BaseModel):
         0.05, gt=0, description="Longest wait (seconds) to fill a batch before sending it."
     )
     max_in_flight: int = Field(
-        32, ge=1, description="Most Triton requests (one turn each) in flight at once."
+        8,
+        ge=1,
+        description=(
+            "Most Triton requests (one turn each) in flight at once. 8 measured best for the"
+            " CPU default model (docs/performance.md); the Helm chart sets 32 for GPU servers."
+        ),
     )
     max_content_bytes: int = Field(
         32_768, ge=1, description="Turns whose content is larger (UTF-8 bytes) go to the DLQ."

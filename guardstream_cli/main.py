@@ -214,7 +214,7 @@ def cmd_train_default(args: argparse.Namespace, s: Settings) -> int:
     from training.default_model import build_default_model
 
     report = build_default_model(Path(args.out), Path(args.splits) if args.splits else None)
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
     return 0
 
 
