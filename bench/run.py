@@ -240,6 +240,7 @@ def _backlog(s: Settings, n: int, work: Path, web_port: int) -> dict[str, Any]:
     asyncio.run(produce(s, [(t.conversation_id.encode(), t.to_json()) for t in turns]))
     worker = worker_process(s, work / "backlog-worker.log")
     samples: list[float] = []
+    curve: list[tuple[int, float]] = []  # (verdicts written, worker RSS MiB)
     start = time.perf_counter()
     with worker:
         pid = worker.pid or 0
@@ -247,6 +248,7 @@ def _backlog(s: Settings, n: int, work: Path, web_port: int) -> dict[str, Any]:
             rss = _rss_mb(pid)
             samples.append(rss)
             done = _verdicts_written(web_port)
+            curve.append((done, round(rss, 1)))
             if done >= n or time.perf_counter() - start > 3600:
                 break
             time.sleep(2.0)
@@ -257,6 +259,7 @@ def _backlog(s: Settings, n: int, work: Path, web_port: int) -> dict[str, Any]:
         "backlog_worker_rss_mb_first": samples[0] if samples else 0.0,
         "backlog_worker_rss_mb_max": max(samples, default=0.0),
         "backlog_worker_rss_mb_last": samples[-1] if samples else 0.0,
+        "backlog_worker_rss_curve": curve[:: max(1, len(curve) // 20)] + curve[-1:],
     }
 
 

@@ -92,6 +92,14 @@ class WorkerSettings(BaseModel):
     max_conversations: int = Field(
         100_000, ge=1, description="Conversations whose recent turns the worker keeps in memory."
     )
+    max_context_mb: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Memory budget (MiB of stored text) of those recent turns; the least recently"
+            " used conversations are dropped first."
+        ),
+    )
     max_batches_in_flight: int = Field(
         2, ge=1, description="Batches being classified at once (pipelining depth)."
     )

@@ -1,5 +1,10 @@
 """Recent turns per conversation, kept in memory by a worker (bounded, LRU).
 
+Bounded three ways: turns per conversation, conversations, and the UTF-8 bytes
+of the stored text (plus a fixed per-turn overhead), so its memory does not
+depend on how long users' turns are. The least recently used conversation goes
+first.
+
 Used for agent turns whose event carries no ``context``. Keyed partitioning
 by conversation id sends a conversation's turns to one worker, in order. A
 turn index at or below the last one stored (a replay) is not stored again.
@@ -13,11 +18,22 @@ from collections import OrderedDict, deque
 
 from guard.conversation import Turn
 
+#: Bytes counted per stored turn on top of its text (tuple, Turn, deque slot).
+TURN_OVERHEAD_BYTES = 200
+
+
+def turn_cost(turn: Turn) -> int:
+    return len(turn.content.encode("utf-8")) + TURN_OVERHEAD_BYTES
+
 
 class ContextCache:
-    def __init__(self, max_turns: int, max_conversations: int) -> None:
+    def __init__(
+        self, max_turns: int, max_conversations: int, max_bytes: int | None = None
+    ) -> None:
         self.max_turns = max_turns
         self.max_conversations = max_conversations
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._data: OrderedDict[str, deque[tuple[int, Turn]]] = OrderedDict()
 
     def history(self, conversation_id: str, turn_index: int) -> tuple[Turn, ...]:
@@ -34,12 +50,21 @@ class ContextCache:
         turns = self._data.get(conversation_id)
         if turns is None:
             turns = self._data[conversation_id] = deque(maxlen=self.max_turns)
-            while len(self._data) > self.max_conversations:
-                self._data.popitem(last=False)
         elif turns and turn_index <= turns[-1][0]:
             return  # replay or out-of-order duplicate
+        if len(turns) == self.max_turns:
+            self.bytes -= turn_cost(turns[0][1])  # append drops the oldest
         turns.append((turn_index, turn))
+        self.bytes += turn_cost(turn)
         self._data.move_to_end(conversation_id)
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self._data) > self.max_conversations or (
+            self.max_bytes is not None and self.bytes > self.max_bytes and len(self._data) > 1
+        ):
+            _, dropped = self._data.popitem(last=False)
+            self.bytes -= sum(turn_cost(t) for _, t in dropped)
 
     def __len__(self) -> int:
         return len(self._data)

@@ -66,7 +66,9 @@ class Moderator:
         self.send = send
         self.metrics = metrics
         self.cache = ContextCache(
-            settings.worker.max_context_turns, settings.worker.max_conversations
+            settings.worker.max_context_turns,
+            settings.worker.max_conversations,
+            max_bytes=settings.worker.max_context_mb * 2**20,
         )
         self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
 

@@ -1,5 +1,5 @@
 from guard.conversation import Role, Turn
-from stream_app.context_cache import ContextCache
+from stream_app.context_cache import TURN_OVERHEAD_BYTES, ContextCache, turn_cost
 
 U = Turn(Role.USER, "u")
 A = Turn(Role.AGENT, "a")
@@ -29,3 +29,27 @@ def test_least_recently_used_conversation_is_evicted() -> None:
     c.history("a", 1)  # touch a
     c.add("c", 0, U)
     assert len(c) == 2 and c.history("b", 1) == () and c.history("a", 1) == (U,)
+
+
+def test_memory_budget_evicts_oldest_conversations_by_bytes() -> None:
+    text = "x" * 800  # 1,000 counted bytes with the per-turn overhead
+    c = ContextCache(max_turns=4, max_conversations=1_000, max_bytes=3_000)
+    for conv in ("a", "b", "c"):
+        c.add(conv, 0, Turn(Role.USER, text))
+    assert len(c) == 3 and c.bytes == 3 * (800 + TURN_OVERHEAD_BYTES)
+    c.add("d", 0, Turn(Role.USER, text))  # over budget: "a" (least recent) goes
+    assert c.history("a", 1) == () and c.history("d", 1) == (Turn(Role.USER, text),)
+    assert c.bytes <= 3_000
+    # a conversation's own turn cap also frees bytes
+    for i in range(1, 10):
+        c.add("d", i, Turn(Role.USER, "y"))
+    assert c.bytes <= 3_000
+    assert c.bytes == sum(turn_cost(t) for conv in ("b", "c", "d") for t in c.history(conv, 100))
+
+
+def test_one_oversized_conversation_is_still_kept() -> None:
+    # the turn being checked next needs its context even if it alone exceeds the budget
+    c = ContextCache(max_turns=2, max_conversations=10, max_bytes=100)
+    big = Turn(Role.USER, "z" * 500)
+    c.add("a", 0, big)
+    assert c.history("a", 1) == (big,)
