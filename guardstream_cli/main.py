@@ -192,6 +192,7 @@ def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
         s = s.for_local_stack()
         model = resolve_local_model(s.local.data_dir)
         print(f"starting the local tritonserver: {model.description}", file=sys.stderr)
+        _sigterm_as_interrupt()
         with local_triton(s, model):
             result = report()
     print(table(result, f"{args.data}: {result['n']} scored, {result['n_unreadable']} unreadable"))
@@ -206,6 +207,7 @@ def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
     from bench.run import run_bench
 
+    _sigterm_as_interrupt()  # a killed bench still stops its broker, Triton and worker
     run_bench(s, args.turns, Path(args.report) if args.report else None, args.backlog)
     return 0
 

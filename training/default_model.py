@@ -2,10 +2,12 @@
 
     python -m training.default_model --out models/default [--splits DIR]
 
-Steps (deterministic: hash splits, fixed grids, lbfgs logistic regressions):
+Steps (hash splits, fixed seed and grids, lbfgs logistic regressions):
 
 1. rows from :mod:`training.public_data` (train / validation / held-out sources);
-2. embed train and validation rows with the frozen encoder (the serving code);
+2. a LoRA adapter for the encoder, trained on the train split
+   (:mod:`training.encoder_finetune`, one epoch, ~10 min on two cores), merged in;
+   then embed train and validation rows with it (the serving code);
 3. per side (prompt, response): pick the L2 strength ``C`` on the validation
    split (AUPRC), fit a logistic regression on train with
    :func:`source_weights` (sources and labels balanced);
@@ -27,6 +29,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from guard.models import MANIFEST, load_guard
 from guard.scoring import Guard, GuardRequest, GuardResult
 from guard.taxonomy import LLAMA_GUARD_1
 from training import public_data
+from training.encoder_finetune import ADAPTER_DIR, AdapterConfig, finetune_adapter
 from training.encoder_head import (
     Row,
     embed_rows,
@@ -55,6 +59,7 @@ CATEGORY_C = 3.0
 TARGET_FPR = 0.05
 THRESHOLD = 0.5
 THROUGHPUT_TURNS = 256
+ADAPTER = AdapterConfig(rank=8, epochs=1, lr=5e-4, train_len=96, seed=0)
 
 
 def _labels(rows: Sequence[Row]) -> np.ndarray:
@@ -150,6 +155,16 @@ def source_weights(rows: Sequence[Row]) -> np.ndarray:
         m = y == label
         if m.any():
             w[m] *= (len(rows) / 2) / w[m].sum()
+    return w
+
+
+def side_weights(rows: Sequence[Row]) -> np.ndarray:
+    """:func:`source_weights` computed within each side (prompt rows, response rows)."""
+    w = np.zeros(len(rows))
+    for side in ("user", "agent"):
+        idx = _by_side(rows, side)
+        if idx:
+            w[idx] = source_weights([rows[i] for i in idx])
     return w
 
 
@@ -284,10 +299,14 @@ def build_default_model(
         public_data.write_splits(splits_dir)
     pairs = public_data.load_hh_rlhf_pairs(public_data.datasets_root())
     encoder = SentenceEncoder.load(encoder_path(ENCODER_PACKAGE), VIEW)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoder = finetune_adapter(
+        encoder, splits["train"], side_weights(splits["train"]), out_dir / ADAPTER_DIR, ADAPTER
+    )
+    (out_dir / ADAPTER_DIR / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     heads, threshold, choices = train_heads(
         encoder, splits["train"], splits["validation"], cache_dir
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     heads.save(out_dir / HEADS_FILE)
     manifest: dict[str, Any] = {
         "kind": KIND,
@@ -299,6 +318,8 @@ def build_default_model(
             "context_tokens": VIEW.context_tokens,
             "response_view": VIEW.response_view,
         },
+        "adapter": ADAPTER_DIR,
+        "adapter_config": asdict(ADAPTER),
         "heads": HEADS_FILE,
         "head_type": "logistic regression per side (prompt, response) + one per LG1 code",
         "policy_id": LLAMA_GUARD_1.id,

@@ -179,3 +179,17 @@ def test_local_runs_serve_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> 
     model = resolve_local_model(Path("/nonexistent"))
     assert model.checkpoint == DEFAULT
     assert model.description.startswith("shipped default model (MiniLM + heads")
+
+
+def test_the_manifests_adapter_is_merged_into_the_encoder(guard: EncoderHeadGuard) -> None:
+    from guard.encoder import SentenceEncoder, encoder_path
+
+    manifest = json.loads((DEFAULT / MANIFEST).read_text())
+    adapter = DEFAULT / manifest["adapter"]
+    assert sum(f.stat().st_size for f in adapter.iterdir()) < 3_000_000  # an adapter, not weights
+    base = SentenceEncoder.load(encoder_path(manifest["encoder"]["package"]), guard.encoder.view)
+    ids = [guard.encoder.view_ids(user(t), Role.USER) for t in (UNSAFE, BENIGN)]
+    served, plain = guard.encoder.embed(ids), base.embed(ids)
+    # the served encoder is not the plain one: the adapter moved the embeddings
+    assert np.abs(served - plain).max() > 1e-2
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, rtol=1e-5)
