@@ -188,17 +188,22 @@ class SentenceEncoder:
     @torch.inference_mode()
     def embed(self, batch: Sequence[list[int]]) -> np.ndarray:
         """[B, D] float32 embeddings of already-built inputs (one padded forward pass)."""
-        width = max(len(x) for x in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.float().numpy()
+        return mean_pooled(self.model, batch, self.pad_id).float().numpy()
+
+
+def mean_pooled(model: torch.nn.Module, batch: Sequence[list[int]], pad_id: int) -> torch.Tensor:
+    """[B, D] mean-pooled, L2-normalised last hidden states of right-padded ``batch``
+    (also used with gradients, to train the encoder's adapter)."""
+    width = max(len(x) for x in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, seq in enumerate(batch):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
 class EncoderHeadGuard:

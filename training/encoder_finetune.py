@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guard.encoder import SentenceEncoder
+from guard.encoder import SentenceEncoder, mean_pooled
 from guard.scoring import length_batches
 from training.encoder_head import Row, row_side, row_turns
 
@@ -64,7 +64,10 @@ def finetune_adapter(
     log: Callable[[str], None] = print,
 ) -> SentenceEncoder:
     """Train a LoRA adapter on ``rows`` (weighted BCE, one head per side), save it
-    to ``out_dir`` and return the encoder with the adapter merged in."""
+    to ``out_dir`` and return the encoder with the adapter merged in.
+
+    ``encoder.model`` is changed in place (PEFT injects the LoRA layers into it);
+    use the returned encoder."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(cfg.seed)
@@ -97,7 +100,7 @@ def finetune_adapter(
     for _ in range(cfg.epochs):
         rng.shuffle(batches)
         for b in batches:
-            pooled = _pooled(model, [inputs[i] for i in b], encoder.pad_id)
+            pooled = mean_pooled(model, [inputs[i] for i in b], encoder.pad_id)
             logits = heads(pooled * 10.0)  # unit-norm embeddings: scale for the heads
             idx = torch.tensor(b)
             side_logit = torch.where(is_agent[idx], logits[:, 1], logits[:, 0])
@@ -117,16 +120,3 @@ def finetune_adapter(
     model.save_pretrained(str(out_dir))
     merged = model.merge_and_unload().eval()
     return SentenceEncoder(merged, encoder.tok, encoder.view)
-
-
-def _pooled(model: torch.nn.Module, seqs: Sequence[list[int]], pad_id: int) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=1)
