@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.turns import as_conversation, bench_turns
 from guard.events import ChatTurn
-from guard.settings import LOCAL_IDLE_FETCH_BACKOFF_MS, Settings
+from guard.settings import Settings
 
 
 def _free_port() -> int:
@@ -142,13 +142,7 @@ def run_bench(
     broker_port, web_port = _free_port(), _free_port()
     s = s.model_copy(
         update={
-            "kafka": s.kafka.model_copy(
-                update={
-                    "brokers": f"127.0.0.1:{broker_port}",
-                    "idle_fetch_backoff_ms": s.kafka.idle_fetch_backoff_ms
-                    or LOCAL_IDLE_FETCH_BACKOFF_MS,
-                }
-            ),
+            "kafka": s.kafka.for_local_broker(broker_port),
             "triton": s.triton.model_copy(update={"url": f"127.0.0.1:{ports.grpc}"}),
             "worker": s.worker.model_copy(
                 update={"web_port": web_port, "data_dir": work / "w", "app_id": "guardstream-bench"}

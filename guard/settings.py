@@ -54,6 +54,15 @@ class KafkaSettings(BaseModel):
         ),
     )
 
+    def for_local_broker(self, port: int) -> KafkaSettings:
+        """These settings pointed at the embedded broker on ``port`` (idle-fetch pause on)."""
+        return self.model_copy(
+            update={
+                "brokers": f"127.0.0.1:{port}",
+                "idle_fetch_backoff_ms": self.idle_fetch_backoff_ms or LOCAL_IDLE_FETCH_BACKOFF_MS,
+            }
+        )
+
 
 class TopicSettings(BaseModel):
     input: str = Field("chat-turns.v1", description="Chat turns produced by applications.")
@@ -251,13 +260,7 @@ class Settings(BaseSettings):
         """These settings pointed at the embedded broker and the local tritonserver."""
         return self.model_copy(
             update={
-                "kafka": self.kafka.model_copy(
-                    update={
-                        "brokers": f"127.0.0.1:{self.local.broker_port}",
-                        "idle_fetch_backoff_ms": self.kafka.idle_fetch_backoff_ms
-                        or LOCAL_IDLE_FETCH_BACKOFF_MS,
-                    }
-                ),
+                "kafka": self.kafka.for_local_broker(self.local.broker_port),
                 "triton": self.triton.model_copy(
                     update={"url": f"127.0.0.1:{self.local.triton_grpc_port}"}
                 ),
