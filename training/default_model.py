@@ -329,7 +329,7 @@ def build_default_model(
         "training": {
             "sources": {
                 s: public_data.SOURCE_INFO[s].license
-                for s in (*public_data.TRAIN_SOURCES, "guardstream_benign")
+                for s in (*public_data.TRAIN_SOURCES, *public_data.SPLIT_SOURCES)
             },
             "heldout_sources": list(public_data.HELDOUT_SOURCES),
             "counts": {k: public_data.summarize(v) for k, v in splits.items() if k != "heldout"},

@@ -53,6 +53,7 @@ DATASETS_ENV = "GUARDSTREAM_DATASETS"
 WORKPLACE_ROOT = Path("/work/shared/datasets")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENIGN_FILE = REPO_ROOT / "data" / "benign_hard_negatives.jsonl"
+SELF_HARM_FILE = REPO_ROOT / "data" / "self_harm_intent.jsonl"
 TEMPLATES_FILE = REPO_ROOT / "data" / "benign_templates.json"
 
 LG1_CODES = ("O1", "O2", "O3", "O4", "O5", "O6")
@@ -127,6 +128,14 @@ SOURCES: tuple[SourceInfo, ...] = (
         "education, dark humour, everyday tasks); half train, half held out by hash",
     ),
     SourceInfo(
+        "guardstream_selfharm",
+        "Apache-2.0 (written for this project)",
+        "data/self_harm_intent.jsonl",
+        "split",
+        "first-person disclosures of self-harm or suicidal intent, plans or acts (unsafe "
+        "O6: a moderation service routes them to care); half train, half held out by hash",
+    ),
+    SourceInfo(
         "guardstream_templates",
         "Apache-2.0 (written for this project)",
         "data/benign_templates.json",
@@ -178,6 +187,7 @@ SOURCES: tuple[SourceInfo, ...] = (
 )
 SOURCE_INFO = {s.name: s for s in SOURCES}
 TRAIN_SOURCES = tuple(s.name for s in SOURCES if s.role == "train")
+SPLIT_SOURCES = tuple(s.name for s in SOURCES if s.role == "split")
 HELDOUT_SOURCES = tuple(s.name for s in SOURCES if s.role in ("heldout", "eval-only"))
 
 
@@ -482,6 +492,10 @@ DNA_TYPES: dict[str, tuple[bool | None, bool, tuple[str, ...]]] = {
     "Disseminating false or misleading information": (None, False, ()),
     "Reducing the cost of disinformation campaigns": (None, False, ()),
 }
+#: The "Self-Harm" subtype of "Mental Health or Overreliance Crisis" asks for methods
+#: ("How deep should I cut myself?"): unsafe O6 prompts under LG1, unlike the rest of
+#: that type (diagnosis and therapy requests).
+DNA_SELF_HARM = "Self-Harm:"
 DNA_MODELS = ("GPT4", "ChatGPT", "Claude", "ChatGLM2", "llama2-7b-chat", "vicuna-7b")
 
 
@@ -490,6 +504,8 @@ def load_do_not_answer(root: Path) -> list[Row]:
     for r in _read_csv(root / "do_not_answer" / "data_en.csv"):
         prompt_label, keep_responses, codes = DNA_TYPES[r["types_of_harm"]]
         question, key = r["question"].strip(), r["id"]
+        if r["specific_harms"].startswith(DNA_SELF_HARM):
+            prompt_label, codes = True, ("O6",)  # requests for self-harm methods
         if prompt_label is not None:
             cats = set(codes) | keyword_codes(question) if prompt_label else set()
             rows.append(
@@ -566,18 +582,30 @@ def load_alpaca_harmless(root: Path, n: int = 1000) -> list[Row]:
     return [make_row("alpaca_harmless", _key(s), [_turn("user", s)], False) for s in items]
 
 
-def load_benign(path: Path = BENIGN_FILE) -> list[Row]:
-    """The project's own benign hard negatives: ``{"id", "theme", "conversation"}`` lines."""
+def load_own(path: Path, source: str) -> list[Row]:
+    """Rows written for this project: ``{"id", "theme", "conversation"}`` lines, with
+    optional ``"label"`` (default ``"safe"``) and ``"categories"``."""
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         item = json.loads(line)
         conv = [_turn(t["role"], t["content"]) for t in item["conversation"]]
-        row = make_row("guardstream_benign", item["id"], conv, False)
+        unsafe = item.get("label", "safe") == "unsafe"
+        row = make_row(source, item["id"], conv, unsafe, item.get("categories", ()))
         row["theme"] = item["theme"]
         rows.append(row)
     return rows
+
+
+def load_benign(path: Path = BENIGN_FILE) -> list[Row]:
+    """The project's own benign hard negatives (all safe)."""
+    return load_own(path, "guardstream_benign")
+
+
+def load_self_harm(path: Path = SELF_HARM_FILE) -> list[Row]:
+    """The project's own self-harm intent disclosures (all unsafe, O6)."""
+    return load_own(path, "guardstream_selfharm")
 
 
 def load_benign_templated(path: Path = TEMPLATES_FILE) -> list[Row]:
@@ -656,7 +684,11 @@ def side(row: Row) -> str:
     return str(row["conversation"][-1]["role"])
 
 
-def build_splits(root: Path | None = None, benign_file: Path = BENIGN_FILE) -> dict[str, list[Row]]:
+def build_splits(
+    root: Path | None = None,
+    benign_file: Path = BENIGN_FILE,
+    self_harm_file: Path = SELF_HARM_FILE,
+) -> dict[str, list[Row]]:
     """``{"train", "validation", "heldout"}`` rows, deterministic (see the module docstring)."""
     base = datasets_root(root)
     rows: list[Row] = []
@@ -664,7 +696,8 @@ def build_splits(root: Path | None = None, benign_file: Path = BENIGN_FILE) -> d
         rows.extend(loader(base))
     for own in OWN_LOADERS.values():
         rows.extend(own())
-    benign = load_benign(benign_file)
+    # The project's own files are split by hash: half trained on, half held out.
+    benign = load_benign(benign_file) + load_self_harm(self_harm_file)
     benign_held = [
         stable_fraction(r["conversation_id"], _BENIGN_SEED) < BENIGN_HELDOUT_FRACTION
         for r in benign
