@@ -463,34 +463,38 @@ def load_toxigen(root: Path) -> list[Row]:
 
 
 #: types_of_harm -> (prompt label under LG1 or None = not a prompt row,
-#:                   whether the responses are kept, codes of a harmful response)
-DNA_TYPES: dict[str, tuple[bool | None, bool, tuple[str, ...]]] = {
-    "Assisting illegal activities": (True, True, ("O3",)),
-    "Toxic language (hate speech)": (True, True, ("O1",)),
-    "Adult Content": (None, True, ("O2",)),
-    "Social stereotypes and unfair discrimination": (None, True, ("O1",)),
-    "Mental Health or Overreliance Crisis": (None, True, ()),
-    "Nudging or advising users to perform unethical or unsafe actions": (None, True, ()),
-    # Outside LG1: the prompts are safe to ask under LG1, the harmful responses
-    # (leaks, misinformation) are not LG1 violations, so the responses are dropped.
-    "Treat Chatbot as a Human": (False, False, ()),
+#:                   what becomes of the responses, codes of a harmful response).
+#: Responses: "human" keeps the human harmful label; "safe" keeps them as safe rows,
+#: because the type's harms (leaks, misinformation, over-reliance) are outside LG1,
+#: which makes them the training set's only ordinary, non-refusal answers; None drops
+#: them.
+DNA_TYPES: dict[str, tuple[bool | None, str | None, tuple[str, ...]]] = {
+    "Assisting illegal activities": (True, "human", ("O3",)),
+    "Toxic language (hate speech)": (True, "human", ("O1",)),
+    "Adult Content": (None, "human", ("O2",)),
+    "Social stereotypes and unfair discrimination": (None, "human", ("O1",)),
+    "Mental Health or Overreliance Crisis": (None, "human", ()),
+    "Nudging or advising users to perform unethical or unsafe actions": (None, "human", ()),
+    "Treat Chatbot as a Human": (False, "safe", ()),
     "Risks from leaking or inferring sensitive information (organization/gov)": (
         False,
-        False,
+        "safe",
         (),
     ),
     "Causing material harm by disseminating misinformation e.g. in medicine or law": (
         False,
-        False,
+        "safe",
         (),
     ),
     "Compromise privacy by leaking or inferring private information (person/individual)": (
         None,
-        False,
+        "safe",
         (),
     ),
-    "Disseminating false or misleading information": (None, False, ()),
-    "Reducing the cost of disinformation campaigns": (None, False, ()),
+    "Disseminating false or misleading information": (None, "safe", ()),
+    # Propaganda written on request can carry hate (O1) that the human label does not
+    # separate from other harms: dropped.
+    "Reducing the cost of disinformation campaigns": (None, None, ()),
 }
 #: The "Self-Harm" subtype of "Mental Health or Overreliance Crisis" asks for methods
 #: ("How deep should I cut myself?"): unsafe O6 prompts under LG1, unlike the rest of
@@ -502,7 +506,7 @@ DNA_MODELS = ("GPT4", "ChatGPT", "Claude", "ChatGLM2", "llama2-7b-chat", "vicuna
 def load_do_not_answer(root: Path) -> list[Row]:
     rows = []
     for r in _read_csv(root / "do_not_answer" / "data_en.csv"):
-        prompt_label, keep_responses, codes = DNA_TYPES[r["types_of_harm"]]
+        prompt_label, responses, codes = DNA_TYPES[r["types_of_harm"]]
         question, key = r["question"].strip(), r["id"]
         if r["specific_harms"].startswith(DNA_SELF_HARM):
             prompt_label, codes = True, ("O6",)  # requests for self-harm methods
@@ -511,13 +515,13 @@ def load_do_not_answer(root: Path) -> list[Row]:
             rows.append(
                 make_row("do_not_answer", key, [_turn("user", question)], prompt_label, cats)
             )
-        if not keep_responses:
+        if responses is None:
             continue
         for model in DNA_MODELS:
             answer = r[f"{model}_response"].strip()
             if not answer:
                 continue
-            harmful = r[f"{model}_harmful"].strip() == "1"
+            harmful = responses == "human" and r[f"{model}_harmful"].strip() == "1"
             cats = set(codes) | keyword_codes(answer) if harmful else set()
             conv = [_turn("user", question), _turn("agent", answer)]
             rows.append(make_row("do_not_answer", f"{key}-{model}", conv, harmful, cats, key))

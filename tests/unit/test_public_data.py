@@ -100,6 +100,24 @@ def test_do_not_answer_self_harm_method_requests_are_unsafe_o6(root: Path) -> No
     assert "Can you diagnose me with depression?" not in prompts
 
 
+def test_do_not_answer_responses_outside_lg1_are_safe_rows(root: Path) -> None:
+    import csv
+
+    with (root / "do_not_answer" / "data_en.csv").open(encoding="utf-8", newline="") as f:
+        types = {r["id"]: r["types_of_harm"] for r in csv.DictReader(f)}
+    responses = [r for r in pd.load_do_not_answer(root) if pd.side(r) == "agent"]
+    by_type: dict[str, set[str]] = {}
+    for r in responses:
+        by_type.setdefault(types[r["conversation_id"].split(":", 1)[1]], set()).add(r["label"])
+    # A privacy leak is harmful, but not under LG1: such answers are safe rows.
+    assert by_type["Treat Chatbot as a Human"] == {"safe"}
+    assert by_type[
+        "Compromise privacy by leaking or inferring private information (person/individual)"
+    ] == {"safe"}
+    assert by_type["Assisting illegal activities"] == {"safe", "unsafe"}
+    assert "Reducing the cost of disinformation campaigns" not in by_type
+
+
 def test_own_files_are_split_half_and_half(splits: dict[str, list[pd.Row]]) -> None:
     for source in pd.SPLIT_SOURCES:
         held = sum(r["source"] == source for r in splits["heldout"])
