@@ -6,7 +6,7 @@ Steps (hash splits, fixed seed and grids, lbfgs logistic regressions):
 
 1. rows from :mod:`training.public_data` (train / validation / held-out sources);
 2. a LoRA adapter for the encoder, trained on the train split
-   (:mod:`training.encoder_finetune`, one epoch, ~12 min on one core), merged in;
+   (:mod:`training.encoder_finetune`, three epochs, ~16 min on two cores), merged in;
    then embed train and validation rows with it (the serving code);
 3. per side (prompt, response): pick the L2 strength ``C`` on the validation
    split (AUPRC), fit a logistic regression on train with
@@ -59,7 +59,7 @@ CATEGORY_C = 3.0
 TARGET_FPR = 0.05
 THRESHOLD = 0.5
 THROUGHPUT_TURNS = 256
-ADAPTER = AdapterConfig(rank=8, epochs=1, lr=5e-4, train_len=96, seed=0)
+ADAPTER = AdapterConfig(rank=8, epochs=3, lr=5e-4, train_len=96, seed=0)
 
 
 def _labels(rows: Sequence[Row]) -> np.ndarray:

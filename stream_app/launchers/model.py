@@ -42,7 +42,7 @@ def resolve_local_model(data_dir: Path) -> LocalModel:
     if (SHIPPED_MODEL / "guardstream-model.json").is_file():
         return LocalModel(
             SHIPPED_MODEL,
-            "shipped default model (MiniLM + heads, CPU; see docs/model-card.md)",
+            "shipped default model (MiniLM + LoRA adapter + heads, CPU; see docs/model-card.md)",
         )
     return LocalModel(
         placeholder_checkpoint(data_dir),
