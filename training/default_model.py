@@ -6,7 +6,7 @@ Steps (hash splits, fixed seed and grids, lbfgs logistic regressions):
 
 1. rows from :mod:`training.public_data` (train / validation / held-out sources);
 2. a LoRA adapter for the encoder, trained on the train split
-   (:mod:`training.encoder_finetune`, three epochs, ~16 min on two cores), merged in;
+   (:mod:`training.encoder_finetune`, three epochs, ~40 min on one thread), merged in;
    then embed train and validation rows with it (the serving code);
 3. per side (prompt, response): pick the L2 strength ``C`` on the validation
    split (AUPRC), fit a logistic regression on train with

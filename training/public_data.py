@@ -24,7 +24,8 @@ Split design (:func:`build_splits`), deterministic:
   the conversation id (a prompt and its responses never straddle the split);
 * ``heldout``: whole sources never used for training or for picking the
   threshold (``HELDOUT_SOURCES``), plus the held-out half of the project's own
-  benign hard negatives (``data/benign_hard_negatives.jsonl``, split by hash);
+  files (``SPLIT_SOURCES``: the benign hard negatives and the self-harm
+  disclosures, split by hash);
 * ``heldout_pairs``: Anthropic hh-rlhf harmless-base preference pairs
   (unlabelled; a response scorer should rank ``rejected`` above ``chosen``).
 
@@ -700,16 +701,17 @@ def build_splits(
         rows.extend(loader(base))
     for own in OWN_LOADERS.values():
         rows.extend(own())
-    # The project's own files are split by hash: half trained on, half held out.
-    benign = load_benign(benign_file) + load_self_harm(self_harm_file)
-    benign_held = [
+    # The project's own files (SPLIT_SOURCES) are split by hash: half trained on, half
+    # held out. The seed keeps its first file's name so the existing halves stay put.
+    own_rows = load_benign(benign_file) + load_self_harm(self_harm_file)
+    own_held = [
         stable_fraction(r["conversation_id"], _BENIGN_SEED) < BENIGN_HELDOUT_FRACTION
-        for r in benign
+        for r in own_rows
     ]
     heldout = [r for r in rows if r["source"] in HELDOUT_SOURCES]
-    heldout += [r for r, held in zip(benign, benign_held, strict=True) if held]
+    heldout += [r for r, held in zip(own_rows, own_held, strict=True) if held]
     pool = [r for r in rows if r["source"] in TRAIN_SOURCES]
-    pool += [r for r, held in zip(benign, benign_held, strict=True) if not held]
+    pool += [r for r, held in zip(own_rows, own_held, strict=True) if not held]
     held_texts = {(side(r), checked_text(r)) for r in heldout}
     seen: set[tuple[str, str, str]] = set()
     train: list[Row] = []

@@ -111,7 +111,7 @@ def test_self_harm_intent_is_flagged_o6_and_support_questions_are_not(
     for text in SELF_HARM_INTENT + SELF_HARM_SUPPORT:
         assert text.lower() not in written, f"test text is training data: {text}"
     results = guard.score([req(user(t)) for t in SELF_HARM_INTENT + SELF_HARM_SUPPORT])
-    for text, r in zip(SELF_HARM_INTENT, results, strict=False):
+    for text, r in zip(SELF_HARM_INTENT, results[: len(SELF_HARM_INTENT)], strict=True):
         assert r.unsafe and "O6" in r.codes, (text, r.p_unsafe, r.codes)
     for text, r in zip(SELF_HARM_SUPPORT, results[len(SELF_HARM_INTENT) :], strict=True):
         assert not r.unsafe, (text, r.p_unsafe)
