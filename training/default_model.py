@@ -1,6 +1,7 @@
 """Rebuild the shipped default guard model (``models/default``) from the public datasets.
 
     python -m training.default_model --out models/default [--splits DIR]
+    python -m training.default_model --out DIR --adapter-from models/default/adapter  # heads only
 
 Steps (hash splits, fixed seed and grids, lbfgs logistic regressions):
 
@@ -10,11 +11,13 @@ Steps (hash splits, fixed seed and grids, lbfgs logistic regressions):
    then embed train and validation rows with it (the serving code);
 3. per side (prompt, response): pick the L2 strength ``C`` on the validation
    split (AUPRC), fit a logistic regression on train with
-   :func:`source_weights` (sources and labels balanced);
+   :func:`source_weights` (sources and labels balanced); the response head also
+   learns to rank the hh-rlhf training pairs (more harmful answer higher);
 4. category heads (O1..O6): one-vs-rest logistic regressions on the unsafe
    training rows that carry categories;
-5. the threshold: per side, the lowest one whose false-positive rate on the
-   VALIDATION split's safe rows of that side is at most ``TARGET_FPR``; each head's
+5. the threshold: per side, the lowest one whose false-positive rate on the safe
+   rows of EACH validation source of that side is at most ``TARGET_FPR``
+   (:func:`pick_threshold`); each head's
    bias is then shifted so that this point is ``p_unsafe = THRESHOLD`` (0.5), the
    one threshold the manifest ships;
 6. write ``heads.npz`` + ``guardstream-model.json``, load it back through
@@ -26,6 +29,7 @@ Steps (hash splits, fixed seed and grids, lbfgs logistic regressions):
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -45,6 +49,7 @@ from training.encoder_head import (
     Row,
     embed_rows,
     fit_binary,
+    fit_binary_ranked,
     fit_categories,
     make_heads,
     row_side,
@@ -57,6 +62,10 @@ VIEW = ViewConfig(max_length=256, context_tokens=64, response_view="user_agent")
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 CATEGORY_C = 3.0
 TARGET_FPR = 0.05
+#: A validation source needs this many safe rows to have its own FPR check.
+MIN_SOURCE_ROWS = 20
+#: The hh-rlhf ranking term's share of the response head's loss (x the rows' weight).
+PAIR_WEIGHT = 0.5
 THRESHOLD = 0.5
 THROUGHPUT_TURNS = 256
 ADAPTER = AdapterConfig(rank=8, epochs=3, lr=5e-4, train_len=96, seed=0)
@@ -81,24 +90,64 @@ def _by_side(rows: Sequence[Row], side: str) -> list[int]:
     return [i for i, r in enumerate(rows) if r["conversation"][-1]["role"] == side]
 
 
-def pick_threshold(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
-    """The lowest threshold (on a 0.01 grid) with FPR <= ``target_fpr`` on ``labels``."""
-    safe = scores[~labels]
+def pick_threshold(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    target_fpr: float,
+    sources: np.ndarray | None = None,
+    min_rows: int = MIN_SOURCE_ROWS,
+) -> float:
+    """The lowest threshold (on a 0.01 grid) with FPR <= ``target_fpr``.
+
+    With ``sources``, the FPR must hold on EACH source's safe rows (sources with at
+    least ``min_rows`` safe rows; all safe rows pooled when none has that many):
+    the pooled rate would let many easy safe rows (everyday requests, refusals)
+    hide a hard source (statements about minorities, homonyms), and adding easy
+    rows would then lower the threshold.
+    """
+    safe = ~labels
+    groups = [safe]
+    if sources is not None:
+        groups = [safe & (sources == s) for s in sorted(set(sources[safe]))]
+        groups = [g for g in groups if g.sum() >= min_rows] or [safe]
+    return max(_lowest_threshold(scores[g], target_fpr) for g in groups)
+
+
+def _lowest_threshold(safe_scores: np.ndarray, target_fpr: float) -> float:
     for t in np.round(np.arange(0.05, 0.991, 0.01), 2):
-        if (safe >= t).mean() <= target_fpr:
+        if (safe_scores >= t).mean() <= target_fpr:
             return float(t)
     return 0.99
 
 
+def pair_embeddings(
+    encoder: SentenceEncoder, pairs: Sequence[dict[str, Any]], cache: Path | None
+) -> np.ndarray:
+    """``[P, 2, D]``: each pair's ``chosen`` (less harmful) then ``rejected`` answer."""
+    rows = [{"conversation": p[k]} for p in pairs for k in ("chosen", "rejected")]
+    x = embed_rows(encoder, rows, cache_dir=cache)
+    return x.reshape(len(pairs), 2, -1)
+
+
 def train_heads(
-    encoder: SentenceEncoder, train: Sequence[Row], validation: Sequence[Row], cache: Path | None
+    encoder: SentenceEncoder,
+    train: Sequence[Row],
+    validation: Sequence[Row],
+    cache: Path | None,
+    pairs: Sequence[dict[str, Any]] = (),
 ) -> tuple[Any, float, dict[str, Any]]:
-    """Fitted :class:`guard.encoder.Heads`, the threshold and a report of the choices."""
+    """Fitted :class:`guard.encoder.Heads`, the threshold and a report of the choices.
+
+    ``pairs`` (hh-rlhf training pairs) add a ranking term to the response head
+    (:func:`training.encoder_head.fit_binary_ranked`, weight ``PAIR_WEIGHT``).
+    """
     from guard.encoder import _sigmoid
 
     x_tr = embed_rows(encoder, train, cache_dir=cache)
     x_va = embed_rows(encoder, validation, cache_dir=cache)
+    x_pairs = pair_embeddings(encoder, pairs, cache) if pairs else None
     y_tr, y_va = _labels(train), _labels(validation)
+    src_va = np.array([r["source"] for r in validation])
     report: dict[str, Any] = {"C": {}, "validation_auprc": {}, "side_threshold": {}}
     heads = {}
     for side, name in (("user", "prompt"), ("agent", "response")):
@@ -106,7 +155,10 @@ def train_heads(
         weight = source_weights([train[i] for i in tr])
         best: tuple[float, float, Any] | None = None
         for c in C_GRID:
-            dense = fit_binary(x_tr[tr], y_tr[tr], c, weight)
+            if name == "response" and x_pairs is not None:
+                dense = fit_binary_ranked(x_tr[tr], y_tr[tr], c, weight, x_pairs, PAIR_WEIGHT)
+            else:
+                dense = fit_binary(x_tr[tr], y_tr[tr], c, weight)
             s = _sigmoid(dense(x_va[va])[:, 0])
             ap = _auprc(y_va[va], s) or 0.0
             if best is None or ap > best[0] + 1e-9:
@@ -116,7 +168,8 @@ def train_heads(
         report["validation_auprc"][name] = best[0]
         # This side's own operating point on validation, moved to THRESHOLD by a bias
         # shift: one served threshold then fits both heads (rankings are unchanged).
-        t = pick_threshold(y_va[va], _sigmoid(best[2](x_va[va])[:, 0]), TARGET_FPR)
+        scores = _sigmoid(best[2](x_va[va])[:, 0])
+        t = pick_threshold(y_va[va], scores, TARGET_FPR, src_va[va])
         report["side_threshold"][name] = t
         heads[name] = shift_logit(best[2], _logit(THRESHOLD) - _logit(t))
     cat_rows = [i for i, r in enumerate(train) if r["label"] == "unsafe" and r["categories"]]
@@ -124,10 +177,12 @@ def train_heads(
         x_tr[cat_rows], [train[i]["categories"] for i in cat_rows], CATEGORY_C, LLAMA_GUARD_1.codes
     )
     report["threshold_rule"] = (
-        f"per side, the lowest threshold with FPR <= {TARGET_FPR} on the validation split's "
-        f"safe rows of that side, mapped to {THRESHOLD} by shifting the head's bias"
+        f"per side, the lowest threshold with FPR <= {TARGET_FPR} on the safe rows of each "
+        f"validation source of that side with >= {MIN_SOURCE_ROWS} safe rows, mapped to "
+        f"{THRESHOLD} by shifting the head's bias"
     )
     report["category_C"] = CATEGORY_C
+    report["response_pairs"] = {"n": len(pairs), "weight": PAIR_WEIGHT if pairs else 0.0}
     return make_heads(heads["prompt"], heads["response"], categories), THRESHOLD, report
 
 
@@ -286,26 +341,40 @@ def throughput(guard: Guard, rows: Sequence[Row], n: int = THROUGHPUT_TURNS) -> 
 
 
 def build_default_model(
-    out_dir: Path, splits_dir: Path | None = None, cache_dir: Path | None = None
+    out_dir: Path,
+    splits_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    adapter_from: Path | None = None,
 ) -> dict[str, Any]:
     """Rebuild the default model into ``out_dir``; returns the metrics report.
 
     ``splits_dir``: also write the splits there (JSONL, see
     :func:`training.public_data.write_splits`). ``cache_dir``: keep embeddings
     between runs (experiments only; the result is the same without it).
+    ``adapter_from``: an adapter directory trained by this recipe (the shipped
+    ``models/default/adapter``) to copy instead of training one: refits the heads
+    and threshold in minutes instead of ~50.
     """
     splits = public_data.build_splits()
     if splits_dir is not None:
         public_data.write_splits(splits_dir)
-    pairs = public_data.load_hh_rlhf_pairs(public_data.datasets_root())
-    encoder = SentenceEncoder.load(encoder_path(ENCODER_PACKAGE), VIEW)
+    root = public_data.datasets_root()
+    heldout_pairs = public_data.load_hh_rlhf_pairs(root)
+    train_pairs = public_data.hh_rlhf_train_pairs(root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    encoder = finetune_adapter(
-        encoder, splits["train"], side_weights(splits["train"]), out_dir / ADAPTER_DIR, ADAPTER
-    )
-    (out_dir / ADAPTER_DIR / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+    adapter_dir = out_dir / ADAPTER_DIR
+    if adapter_from is None:
+        encoder = SentenceEncoder.load(encoder_path(ENCODER_PACKAGE), VIEW)
+        encoder = finetune_adapter(
+            encoder, splits["train"], side_weights(splits["train"]), adapter_dir, ADAPTER
+        )
+        (adapter_dir / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+    else:
+        if adapter_from.resolve() != adapter_dir.resolve():
+            shutil.copytree(adapter_from, adapter_dir, dirs_exist_ok=True)
+        encoder = SentenceEncoder.load(encoder_path(ENCODER_PACKAGE), VIEW, adapter_dir)
     heads, threshold, choices = train_heads(
-        encoder, splits["train"], splits["validation"], cache_dir
+        encoder, splits["train"], splits["validation"], cache_dir, train_pairs
     )
     heads.save(out_dir / HEADS_FILE)
     manifest: dict[str, Any] = {
@@ -329,17 +398,22 @@ def build_default_model(
         "training": {
             "sources": {
                 s: public_data.SOURCE_INFO[s].license
-                for s in (*public_data.TRAIN_SOURCES, *public_data.SPLIT_SOURCES)
+                for s in (
+                    *public_data.TRAIN_SOURCES,
+                    *public_data.SPLIT_SOURCES,
+                    *public_data.PAIR_SOURCES,
+                )
             },
             "heldout_sources": list(public_data.HELDOUT_SOURCES),
             "counts": {k: public_data.summarize(v) for k, v in splits.items() if k != "heldout"},
             "choices": choices,
+            "adapter": "trained" if adapter_from is None else f"copied from {adapter_from}",
             "recipe": "python -m training.default_model --out models/default",
         },
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     guard = load_guard(out_dir)
-    metrics = evaluate(guard, splits["heldout"], pairs, threshold)
+    metrics = evaluate(guard, splits["heldout"], heldout_pairs, threshold)
     metrics["throughput_in_process"] = throughput(guard, splits["heldout"])
     manifest["metrics"] = metrics
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -353,8 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models/default"))
     parser.add_argument("--splits", type=Path, default=None, help="also write the splits here")
     parser.add_argument("--cache", type=Path, default=None, help="embedding cache (optional)")
+    parser.add_argument(
+        "--adapter-from",
+        type=Path,
+        default=None,
+        help="reuse this trained adapter directory (e.g. models/default/adapter): heads only",
+    )
     args = parser.parse_args(argv)
-    report = build_default_model(args.out, args.splits, args.cache)
+    report = build_default_model(args.out, args.splits, args.cache, args.adapter_from)
     print(json.dumps(report, indent=2))
     return 0
 

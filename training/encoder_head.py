@@ -83,6 +83,51 @@ def fit_binary(
     return logistic_dense(model)
 
 
+_BIAS_FEATURE = 10.0
+
+
+def fit_binary_ranked(
+    x: np.ndarray,
+    y: np.ndarray,
+    c: float,
+    weight: np.ndarray,
+    pairs: np.ndarray,
+    pair_weight: float,
+) -> Dense:
+    """Logistic regression on labelled rows plus a ranking term on unlabelled pairs.
+
+    ``pairs`` is ``[P, 2, D]``: for each pair the embedding of the less harmful
+    answer, then of the more harmful one. The ranking term is the logistic loss of
+    ``w . (more - less)``, i.e. of the more harmful answer scoring higher; it has
+    no bias. All pairs together carry ``pair_weight`` times the rows' total weight.
+
+    One scikit-learn fit: each labelled row gets an extra constant feature that
+    stands in for the bias (``fit_intercept=False``); each pair difference enters
+    twice, as ``(d, 0) -> 1`` and ``(-d, 0) -> 0``, which is the same loss counted
+    twice, so each copy gets half the pair's weight. The constant is large
+    (``_BIAS_FEATURE``) so that the L2 penalty on its weight barely touches the bias.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if pairs.ndim != 3 or pairs.shape[1] != 2 or pairs.shape[2] != x.shape[1]:
+        raise ValueError(f"pairs must be [P, 2, {x.shape[1]}], got {list(pairs.shape)}")
+    d = pairs[:, 1] - pairs[:, 0]
+    rows = np.hstack([x, np.full((len(x), 1), _BIAS_FEATURE)])
+    diffs = np.hstack([np.vstack([d, -d]), np.zeros((2 * len(d), 1))])
+    each = pair_weight * float(weight.sum()) / (2 * len(d))
+    model = LogisticRegression(C=c, max_iter=5000, fit_intercept=False)
+    model.fit(
+        np.vstack([rows, diffs]),
+        np.concatenate([y, np.ones(len(d), bool), np.zeros(len(d), bool)]),
+        sample_weight=np.concatenate([weight, np.full(2 * len(d), each)]),
+    )
+    coef = model.coef_[0]
+    return Dense(
+        (coef[:-1, None].astype(np.float32),),
+        (np.array([coef[-1] * _BIAS_FEATURE], np.float32),),
+    )
+
+
 def fit_categories(
     x: np.ndarray, labels: Sequence[Sequence[str]], c: float, codes: Sequence[str]
 ) -> Dense:

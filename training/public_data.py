@@ -26,8 +26,10 @@ Split design (:func:`build_splits`), deterministic:
   threshold (``HELDOUT_SOURCES``), plus the held-out half of the project's own
   files (``SPLIT_SOURCES``: the benign hard negatives and the self-harm
   disclosures, split by hash);
-* ``heldout_pairs``: Anthropic hh-rlhf harmless-base preference pairs
-  (unlabelled; a response scorer should rank ``rejected`` above ``chosen``).
+* ``heldout_pairs``: 500 Anthropic hh-rlhf harmless-base preference pairs
+  (unlabelled; a response scorer should rank ``rejected`` above ``chosen``). The
+  other pairs of that file train the response head's ranking term
+  (:func:`hh_rlhf_train_pairs`), so these 500 are held out by row, not by source.
 
 Any training row whose checked text also occurs in a held-out row is removed
 from training. ``alpaca_harmless`` (CC-BY-NC-4.0) is evaluation only and is
@@ -61,6 +63,7 @@ LG1_CODES = ("O1", "O2", "O3", "O4", "O5", "O6")
 VALIDATION_FRACTION = 0.15
 BENIGN_HELDOUT_FRACTION = 0.5
 SPLIT_SEED = "guardstream-public-v1"
+HH_HELDOUT_PAIRS = 500
 _BENIGN_SEED = SPLIT_SEED + ":benign-heldout"
 
 Row = dict[str, Any]
@@ -71,7 +74,9 @@ class SourceInfo:
     name: str
     license: str
     origin: str
-    role: str  # "train" | "heldout" | "eval-only" | "split" (hash-split between train and heldout)
+    # "train" | "heldout" | "eval-only" | "split" (hash-split between train and heldout)
+    # | "pairs" (preference pairs: some held out, the rest train a ranking term)
+    role: str
     what: str
 
 
@@ -182,14 +187,17 @@ SOURCES: tuple[SourceInfo, ...] = (
         "hh_rlhf",
         "MIT",
         "anthropics/hh-rlhf@354e5c3 harmless-base/test.jsonl.gz",
-        "heldout",
-        "preference pairs (chosen vs rejected last assistant turn), no labels",
+        "pairs",
+        "preference pairs (chosen vs rejected last assistant turn), no labels; "
+        "500 held out by hash, the rest train the response head's ranking term",
     ),
 )
 SOURCE_INFO = {s.name: s for s in SOURCES}
 TRAIN_SOURCES = tuple(s.name for s in SOURCES if s.role == "train")
 SPLIT_SOURCES = tuple(s.name for s in SOURCES if s.role == "split")
 HELDOUT_SOURCES = tuple(s.name for s in SOURCES if s.role in ("heldout", "eval-only"))
+#: Unlabelled preference pairs: held out by row (``heldout_pairs``), the rest trained on.
+PAIR_SOURCES = tuple(s.name for s in SOURCES if s.role == "pairs")
 
 
 # -- helpers ------------------------------------------------------------------
@@ -632,11 +640,12 @@ def _hh_turns(transcript: str) -> list[dict[str, str]]:
     return turns
 
 
-def load_hh_rlhf_pairs(root: Path, n: int = 500) -> list[dict[str, Any]]:
+def load_hh_rlhf_pairs(root: Path, n: int = HH_HELDOUT_PAIRS) -> list[dict[str, Any]]:
     """``{"id", "source", "chosen", "rejected"}``: same context, two last agent turns.
 
-    harmless-base's ``rejected`` answer is the one crowdworkers found MORE harmful;
-    ``n`` pairs are sampled by hash (``n=0``: all).
+    harmless-base's ``rejected`` answer is the one crowdworkers found MORE harmful.
+    Pairs come in a fixed hash order; the first ``n`` are the held-out ones
+    (``n=0``: all, in that order; :func:`hh_rlhf_train_pairs` gives the rest).
     """
     pairs: list[dict[str, Any]] = []
     with gzip.open(root / "hh_rlhf_harmless_base" / "test.jsonl.gz", "rt", encoding="utf-8") as f:
@@ -658,6 +667,26 @@ def load_hh_rlhf_pairs(root: Path, n: int = 500) -> list[dict[str, Any]]:
             )
     pairs.sort(key=lambda p: stable_fraction(p["id"]))
     return pairs[:n] if n else pairs
+
+
+def hh_rlhf_train_pairs(root: Path, heldout: int = HH_HELDOUT_PAIRS) -> list[dict[str, Any]]:
+    """The hh-rlhf pairs that are not among the ``heldout`` evaluation pairs.
+
+    They train the response head's ranking term (``training.default_model``): the
+    only source of everyday, conversational answers that are more or less harmful.
+    A pair whose context or answers also occur in a held-out pair is dropped.
+    """
+    pairs = load_hh_rlhf_pairs(root, 0)
+    held = pairs[:heldout]
+    held_texts = {
+        normalize(t["content"]) for p in held for k in ("chosen", "rejected") for t in p[k]
+    }
+    return [
+        p
+        for p in pairs[heldout:]
+        if not any(normalize(p[k][-1]["content"]) in held_texts for k in ("chosen", "rejected"))
+        and normalize(p["chosen"][-2]["content"]) not in held_texts
+    ]
 
 
 LOADERS: dict[str, Callable[[Path], list[Row]]] = {
@@ -741,7 +770,9 @@ def iter_jsonl(rows: Iterable[Row]) -> Iterator[str]:
         yield json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def write_splits(out_dir: Path, root: Path | None = None, hh_pairs: int = 500) -> dict[str, Any]:
+def write_splits(
+    out_dir: Path, root: Path | None = None, hh_pairs: int = HH_HELDOUT_PAIRS
+) -> dict[str, Any]:
     """Write ``train.jsonl``, ``validation.jsonl``, ``heldout.jsonl``,
     ``heldout_pairs.jsonl`` and ``manifest.json`` to ``out_dir``; returns the manifest."""
     splits = build_splits(root)

@@ -1,0 +1,93 @@
+"""Pure logic of the default model's head fitting: the threshold rule and the
+response head's ranking term (no encoder, synthetic embeddings)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guard.encoder import _sigmoid
+from training.default_model import pick_threshold
+from training.encoder_head import fit_binary, fit_binary_ranked
+
+
+def test_threshold_is_the_lowest_with_pooled_fpr_at_most_the_target() -> None:
+    labels = np.array([False] * 100 + [True] * 10)
+    safe = np.linspace(0.0, 0.99, 100)  # FPR at t is about 1 - t
+    scores = np.concatenate([safe, np.full(10, 0.99)])
+    t = pick_threshold(labels, scores, 0.05)
+    assert (safe >= t).mean() <= 0.05
+    assert (safe >= t - 0.01).mean() > 0.05
+
+
+def test_each_safe_source_must_meet_the_fpr_not_only_the_pool() -> None:
+    # 300 easy safe rows near 0, 30 hard ones spread over [0, 0.9]: pooled, the hard
+    # rows are diluted (9% of the pool), so a low threshold passes the 5% check.
+    easy, hard = np.full(300, 0.02), np.linspace(0.0, 0.9, 30)
+    scores = np.concatenate([easy, hard, np.full(20, 0.95)])
+    labels = np.array([False] * 330 + [True] * 20)
+    sources = np.array(["easy"] * 300 + ["hard"] * 30 + ["unsafe"] * 20)
+    pooled = pick_threshold(labels, scores, 0.05)
+    per_source = pick_threshold(labels, scores, 0.05, sources)
+    assert per_source > pooled
+    assert (hard >= per_source).mean() <= 0.05
+    assert (hard >= pooled).mean() > 0.05
+    # Adding easy rows cannot lower the per-source threshold any more.
+    more = np.concatenate([np.full(1000, 0.02), scores])
+    more_labels = np.concatenate([np.zeros(1000, bool), labels])
+    more_sources = np.concatenate([np.array(["easy"] * 1000), sources])
+    assert pick_threshold(more_labels, more, 0.05, more_sources) == per_source
+    assert pick_threshold(more_labels, more, 0.05) <= pooled
+
+
+def test_sources_with_few_safe_rows_do_not_set_the_threshold() -> None:
+    scores = np.concatenate([np.full(100, 0.02), [0.9, 0.9], np.full(10, 0.95)])
+    labels = np.array([False] * 102 + [True] * 10)
+    sources = np.array(["big"] * 100 + ["tiny"] * 2 + ["u"] * 10)
+    assert pick_threshold(labels, scores, 0.05, sources, min_rows=20) == 0.05
+    assert pick_threshold(labels, scores, 0.05, sources, min_rows=2) > 0.9
+
+
+def _rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled rows separated on feature 0 only; feature 1 is noise."""
+    y = rng.random(n) < 0.5
+    x = rng.normal(0, 0.3, (n, 2))
+    x[:, 0] += np.where(y, 1.0, -1.0)
+    return x, y
+
+
+def test_ranking_pairs_teach_what_labelled_rows_do_not() -> None:
+    rng = np.random.default_rng(0)
+    x, y = _rows(rng, 400)
+    w = np.ones(len(x))
+    # Pairs: the more harmful answer is higher on feature 1 (the labels never show it).
+    less = rng.normal(0, 0.3, (200, 2))
+    more = less + np.array([0.0, 0.5])
+    pairs = np.stack([less, more], axis=1)
+    plain = fit_binary(x, y, 1.0, w)
+    ranked = fit_binary_ranked(x, y, 1.0, w, pairs, pair_weight=0.5)
+    assert abs(float(plain.weights[0][1, 0])) < 0.5
+    assert float(ranked.weights[0][1, 0]) > 1.0
+    # The pairs reorder without breaking the labelled task: the rows stay separated
+    # and the bias still puts the boundary between the classes.
+    p = _sigmoid(ranked(x.astype(np.float32))[:, 0])
+    assert ((p >= 0.5) == y).mean() > 0.95
+    d = pairs[:, 1] - pairs[:, 0]
+    assert (d @ ranked.weights[0][:, 0] > 0).mean() == 1.0
+
+
+def test_ranking_without_pair_weight_is_plain_logistic_regression() -> None:
+    rng = np.random.default_rng(1)
+    x, y = _rows(rng, 300)
+    w = np.ones(len(x))
+    pairs = np.stack([x[:5], x[5:10]], axis=1)
+    plain = fit_binary(x, y, 1.0, w)
+    ranked = fit_binary_ranked(x, y, 1.0, w, pairs, pair_weight=0.0)
+    xs = x.astype(np.float32)
+    assert np.allclose(plain(xs), ranked(xs), atol=0.05)
+
+
+def test_ranking_pairs_must_be_p_by_2_by_d() -> None:
+    x, y = _rows(np.random.default_rng(2), 50)
+    with pytest.raises(ValueError, match="pairs must be"):
+        fit_binary_ranked(x, y, 1.0, np.ones(50), np.zeros((5, 2)), 0.5)
