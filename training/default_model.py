@@ -97,20 +97,40 @@ def pick_threshold(
     sources: np.ndarray | None = None,
     min_rows: int = MIN_SOURCE_ROWS,
 ) -> float:
-    """The lowest threshold (on a 0.01 grid) with FPR <= ``target_fpr``.
+    """The lowest threshold (on a 0.01 grid from 0.05) with FPR <= ``target_fpr``;
+    0.99 when no grid point meets it.
 
-    With ``sources``, the FPR must hold on EACH source's safe rows (sources with at
-    least ``min_rows`` safe rows; all safe rows pooled when none has that many):
-    the pooled rate would let many easy safe rows (everyday requests, refusals)
-    hide a hard source (statements about minorities, homonyms), and adding easy
-    rows would then lower the threshold.
+    With ``sources``, the FPR must hold on EACH source's safe rows. Only sources
+    with at least ``min_rows`` safe rows are checked (smaller ones are left out,
+    not pooled); all safe rows are pooled when no source has that many. The pooled
+    rate would let many easy safe rows (everyday requests, refusals) hide a hard
+    source (statements about minorities, homonyms): adding easy rows, as a new
+    source or to a source that does not set the threshold, would lower it.
     """
-    safe = ~labels
-    groups = [safe]
+    return max(source_thresholds(labels, scores, target_fpr, sources, min_rows).values())
+
+
+def source_thresholds(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    target_fpr: float,
+    sources: np.ndarray | Sequence[str] | None = None,
+    min_rows: int = MIN_SOURCE_ROWS,
+) -> dict[str, float]:
+    """``{source: its lowest threshold}`` for :func:`pick_threshold` (``{"all": t}``
+    when pooled). Raises ``ValueError`` when there are no safe rows."""
+    safe = ~np.asarray(labels, bool)
+    if not safe.any():
+        raise ValueError("no safe rows to measure a false-positive rate on")
+    groups: dict[str, np.ndarray] = {}
     if sources is not None:
-        groups = [safe & (sources == s) for s in sorted(set(sources[safe]))]
-        groups = [g for g in groups if g.sum() >= min_rows] or [safe]
-    return max(_lowest_threshold(scores[g], target_fpr) for g in groups)
+        src = np.asarray(sources)
+        for name in sorted(set(src[safe])):
+            g = safe & (src == name)
+            if g.sum() >= min_rows:
+                groups[str(name)] = g
+    groups = groups or {"all": safe}
+    return {name: _lowest_threshold(scores[g], target_fpr) for name, g in groups.items()}
 
 
 def _lowest_threshold(safe_scores: np.ndarray, target_fpr: float) -> float:
@@ -169,8 +189,10 @@ def train_heads(
         # This side's own operating point on validation, moved to THRESHOLD by a bias
         # shift: one served threshold then fits both heads (rankings are unchanged).
         scores = _sigmoid(best[2](x_va[va])[:, 0])
-        t = pick_threshold(y_va[va], scores, TARGET_FPR, src_va[va])
+        per_source = source_thresholds(y_va[va], scores, TARGET_FPR, src_va[va])
+        t = max(per_source.values())
         report["side_threshold"][name] = t
+        report.setdefault("source_thresholds", {})[name] = per_source
         heads[name] = shift_logit(best[2], _logit(THRESHOLD) - _logit(t))
     cat_rows = [i for i, r in enumerate(train) if r["label"] == "unsafe" and r["categories"]]
     categories = fit_categories(
@@ -371,7 +393,8 @@ def build_default_model(
         (adapter_dir / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     else:
         if adapter_from.resolve() != adapter_dir.resolve():
-            shutil.copytree(adapter_from, adapter_dir, dirs_exist_ok=True)
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            shutil.copytree(adapter_from, adapter_dir)
         encoder = SentenceEncoder.load(encoder_path(ENCODER_PACKAGE), VIEW, adapter_dir)
     heads, threshold, choices = train_heads(
         encoder, splits["train"], splits["validation"], cache_dir, train_pairs

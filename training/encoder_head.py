@@ -111,6 +111,8 @@ def fit_binary_ranked(
 
     if pairs.ndim != 3 or pairs.shape[1] != 2 or pairs.shape[2] != x.shape[1]:
         raise ValueError(f"pairs must be [P, 2, {x.shape[1]}], got {list(pairs.shape)}")
+    if len(pairs) == 0:
+        raise ValueError("no pairs: use fit_binary")
     d = pairs[:, 1] - pairs[:, 0]
     rows = np.hstack([x, np.full((len(x), 1), _BIAS_FEATURE)])
     diffs = np.hstack([np.vstack([d, -d]), np.zeros((2 * len(d), 1))])

@@ -674,7 +674,8 @@ def hh_rlhf_train_pairs(root: Path, heldout: int = HH_HELDOUT_PAIRS) -> list[dic
 
     They train the response head's ranking term (``training.default_model``): the
     only source of everyday, conversational answers that are more or less harmful.
-    A pair whose context or answers also occur in a held-out pair is dropped.
+    A pair is dropped when one of its answers or its last user turn (what the
+    response view sees) occurs anywhere in a held-out pair.
     """
     pairs = load_hh_rlhf_pairs(root, 0)
     held = pairs[:heldout]
@@ -775,6 +776,8 @@ def write_splits(
 ) -> dict[str, Any]:
     """Write ``train.jsonl``, ``validation.jsonl``, ``heldout.jsonl``,
     ``heldout_pairs.jsonl`` and ``manifest.json`` to ``out_dir``; returns the manifest."""
+    if not 0 < hh_pairs <= HH_HELDOUT_PAIRS:  # more would reach into the training pairs
+        raise ValueError(f"hh_pairs must be in 1..{HH_HELDOUT_PAIRS}, got {hh_pairs}")
     splits = build_splits(root)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
@@ -785,6 +788,7 @@ def write_splits(
         "design": {
             "train_sources": list(TRAIN_SOURCES),
             "heldout_sources": list(HELDOUT_SOURCES),
+            "pair_sources": list(PAIR_SOURCES),
             "validation_fraction": VALIDATION_FRACTION,
             "benign_heldout_fraction": BENIGN_HELDOUT_FRACTION,
             "split_seed": SPLIT_SEED,

@@ -179,18 +179,23 @@ def test_write_splits(tmp_path: Path, root: Path) -> None:
         assert p["chosen"][-1]["role"] == "agent"
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     assert manifest["design"]["heldout_sources"]
+    assert manifest["design"]["pair_sources"] == ["hh_rlhf"]
+    with pytest.raises(ValueError, match="hh_pairs"):
+        pd.write_splits(tmp_path, root, hh_pairs=pd.HH_HELDOUT_PAIRS + 1)
 
 
 def test_hh_rlhf_training_pairs_never_touch_the_held_out_pairs(root: Path) -> None:
     held = pd.load_hh_rlhf_pairs(root)
     train = pd.hh_rlhf_train_pairs(root)
-    assert len(held) == pd.HH_HELDOUT_PAIRS and len(train) > 1000
+    assert len(held) == pd.HH_HELDOUT_PAIRS and len(train) > 1500
     assert {p["id"] for p in held}.isdisjoint(p["id"] for p in train)
     held_texts = {
         pd.normalize(t["content"]) for p in held for k in ("chosen", "rejected") for t in p[k]
     }
     for p in train:
         assert p["chosen"][:-1] == p["rejected"][:-1]
+        # What the response view sees: the answers and the last user turn.
+        assert pd.normalize(p["chosen"][-2]["content"]) not in held_texts
         for k in ("chosen", "rejected"):
             assert pd.normalize(p[k][-1]["content"]) not in held_texts
     # The held-out pairs are the first ones of the fixed hash order, whatever n is.
