@@ -140,12 +140,16 @@ def _lowest_threshold(safe_scores: np.ndarray, target_fpr: float) -> float:
     return 0.99
 
 
+def pair_rows(pairs: Sequence[dict[str, Any]]) -> list[Row]:
+    """Each pair's ``chosen`` then ``rejected`` conversation, as rows to score."""
+    return [{"conversation": p[k]} for p in pairs for k in ("chosen", "rejected")]
+
+
 def pair_embeddings(
     encoder: SentenceEncoder, pairs: Sequence[dict[str, Any]], cache: Path | None
 ) -> np.ndarray:
     """``[P, 2, D]``: each pair's ``chosen`` (less harmful) then ``rejected`` answer."""
-    rows = [{"conversation": p[k]} for p in pairs for k in ("chosen", "rejected")]
-    x = embed_rows(encoder, rows, cache_dir=cache)
+    x = embed_rows(encoder, pair_rows(pairs), cache_dir=cache)
     return x.reshape(len(pairs), 2, -1)
 
 
@@ -168,7 +172,12 @@ def train_heads(
     x_pairs = pair_embeddings(encoder, pairs, cache) if pairs else None
     y_tr, y_va = _labels(train), _labels(validation)
     src_va = np.array([r["source"] for r in validation])
-    report: dict[str, Any] = {"C": {}, "validation_auprc": {}, "side_threshold": {}}
+    report: dict[str, Any] = {
+        "C": {},
+        "validation_auprc": {},
+        "side_threshold": {},
+        "source_thresholds": {},
+    }
     heads = {}
     for side, name in (("user", "prompt"), ("agent", "response")):
         tr, va = _by_side(train, side), _by_side(validation, side)
@@ -192,7 +201,7 @@ def train_heads(
         per_source = source_thresholds(y_va[va], scores, TARGET_FPR, src_va[va])
         t = max(per_source.values())
         report["side_threshold"][name] = t
-        report.setdefault("source_thresholds", {})[name] = per_source
+        report["source_thresholds"][name] = per_source
         heads[name] = shift_logit(best[2], _logit(THRESHOLD) - _logit(t))
     cat_rows = [i for i, r in enumerate(train) if r["label"] == "unsafe" and r["categories"]]
     categories = fit_categories(
@@ -334,8 +343,7 @@ def category_probs(guard: Guard, rows: Sequence[Row]) -> np.ndarray:
 
 def pair_accuracy(guard: Guard, pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """How often the more harmful (``rejected``) answer scores above the ``chosen`` one."""
-    rows = [{"conversation": p[k]} for p in pairs for k in ("chosen", "rejected")]
-    scores = np.array([r.p_unsafe for r in score_rows(guard, rows)]).reshape(-1, 2)
+    scores = np.array([r.p_unsafe for r in score_rows(guard, pair_rows(pairs))]).reshape(-1, 2)
     return {
         "n": len(pairs),
         "rejected_scores_higher": round(float((scores[:, 1] > scores[:, 0]).mean()), 4),
@@ -381,8 +389,9 @@ def build_default_model(
     if splits_dir is not None:
         public_data.write_splits(splits_dir)
     root = public_data.datasets_root()
-    heldout_pairs = public_data.load_hh_rlhf_pairs(root)
-    train_pairs = public_data.hh_rlhf_train_pairs(root)
+    all_pairs = public_data.load_hh_rlhf_pairs(root, 0)
+    heldout_pairs = all_pairs[: public_data.HH_HELDOUT_PAIRS]
+    train_pairs = public_data.hh_rlhf_train_pairs(all_pairs)
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter_dir = out_dir / ADAPTER_DIR
     if adapter_from is None:

@@ -669,15 +669,17 @@ def load_hh_rlhf_pairs(root: Path, n: int = HH_HELDOUT_PAIRS) -> list[dict[str, 
     return pairs[:n] if n else pairs
 
 
-def hh_rlhf_train_pairs(root: Path, heldout: int = HH_HELDOUT_PAIRS) -> list[dict[str, Any]]:
-    """The hh-rlhf pairs that are not among the ``heldout`` evaluation pairs.
+def hh_rlhf_train_pairs(
+    pairs: Sequence[dict[str, Any]], heldout: int = HH_HELDOUT_PAIRS
+) -> list[dict[str, Any]]:
+    """Of all hh-rlhf ``pairs`` (``load_hh_rlhf_pairs(root, 0)``), those that are not
+    among the first ``heldout``, the evaluation pairs.
 
     They train the response head's ranking term (``training.default_model``): the
     only source of everyday, conversational answers that are more or less harmful.
     A pair is dropped when one of its answers or its last user turn (what the
     response view sees) occurs anywhere in a held-out pair.
     """
-    pairs = load_hh_rlhf_pairs(root, 0)
     held = pairs[:heldout]
     held_texts = {
         normalize(t["content"]) for p in held for k in ("chosen", "rejected") for t in p[k]

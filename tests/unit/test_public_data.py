@@ -186,7 +186,7 @@ def test_write_splits(tmp_path: Path, root: Path) -> None:
 
 def test_hh_rlhf_training_pairs_never_touch_the_held_out_pairs(root: Path) -> None:
     held = pd.load_hh_rlhf_pairs(root)
-    train = pd.hh_rlhf_train_pairs(root)
+    train = pd.hh_rlhf_train_pairs(pd.load_hh_rlhf_pairs(root, 0))
     assert len(held) == pd.HH_HELDOUT_PAIRS and len(train) > 1500
     assert {p["id"] for p in held}.isdisjoint(p["id"] for p in train)
     held_texts = {
