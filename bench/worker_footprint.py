@@ -1,0 +1,125 @@
+"""The moderation worker's start-up time and memory, against the real broker and Triton.
+
+    python -m bench.worker_footprint [--runs 3] [--report OUT.json]
+
+Starts the embedded broker and the local tritonserver once (the default model),
+then starts ``guardstream worker`` ``--runs`` times in a row and measures, for
+each start: seconds until its ``/readyz`` answers 200, its resident memory then
+(VmRSS, VmHWM), and whether torch's shared library is mapped into it. The cost
+of the worker's imports alone (a fresh interpreter importing what the worker
+imports) is measured the same number of times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.run import _free_port
+from guard.settings import Settings
+
+#: What ``guardstream worker`` imports before it serves (stream_app.worker.run_worker).
+WORKER_IMPORTS = "import faust, stream_app.agents, stream_app.app, stream_app.topics"
+
+
+def proc_status_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def maps_torch(pid: int) -> bool:
+    """True when any file of the torch package is mapped into the process."""
+    return "/torch/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def import_seconds() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", WORKER_IMPORTS], check=True)
+    return time.perf_counter() - start
+
+
+def measure(s: Settings, runs: int) -> dict[str, Any]:
+    from stream_app.launchers.broker import broker_process
+    from stream_app.launchers.model import resolve_local_model
+    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+    from stream_app.launchers.worker import worker_process
+    from stream_app.topics import create_topics
+
+    work = Path(tempfile.mkdtemp(prefix="guardstream-footprint-"))
+    ports = TritonPorts(_free_port(), _free_port(), _free_port())
+    broker_port, web_port = _free_port(), _free_port()
+    s = s.model_copy(
+        update={
+            "kafka": s.kafka.for_local_broker(broker_port),
+            "triton": s.triton.model_copy(update={"url": f"127.0.0.1:{ports.grpc}"}),
+            "worker": s.worker.model_copy(
+                update={"web_port": web_port, "data_dir": work / "w", "app_id": "footprint"}
+            ),
+        }
+    )
+    model = resolve_local_model(s.local.data_dir)
+    env = {"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())}
+    starts: list[dict[str, Any]] = []
+    with (
+        broker_process(work / "broker", broker_port),
+        triton_process(
+            s.local.model_repository,
+            work / "triton",
+            ports,
+            explicit_models=[s.triton.model_name],
+            env=env,
+        ),
+    ):
+        import asyncio
+
+        asyncio.run(create_topics(s))
+        for i in range(runs):
+            worker = worker_process(s, work / f"worker-{i}.log")
+            t0 = time.perf_counter()
+            with worker:
+                ready_s = time.perf_counter() - t0
+                pid = worker.pid or 0
+                starts.append(
+                    {
+                        "ready_s": round(ready_s, 2),
+                        "rss_mb": round(proc_status_mb(pid, "VmRSS"), 1),
+                        "peak_rss_mb": round(proc_status_mb(pid, "VmHWM"), 1),
+                        "torch_mapped": maps_torch(pid),
+                    }
+                )
+            print(f"  start {i + 1}: {starts[-1]}", flush=True)
+    imports = [import_seconds() for _ in range(runs)]
+    return {
+        "model": model.description,
+        "starts": starts,
+        "ready_s_median": statistics.median(x["ready_s"] for x in starts),
+        "rss_mb_median": statistics.median(x["rss_mb"] for x in starts),
+        "torch_mapped": any(x["torch_mapped"] for x in starts),
+        "import_s": [round(x, 2) for x in imports],
+        "import_s_median": round(statistics.median(imports), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--report", type=Path, default=None)
+    args = parser.parse_args(argv)
+    report = measure(Settings(), args.runs)
+    print(json.dumps(report, indent=2))
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
