@@ -53,9 +53,10 @@ def _sync() -> None:
 def measure(name: str, tok_dir: Path, turns: int, batch: int, words: int) -> dict[str, float]:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    from guard.causal_lm import CausalLMGuard
     from guard.conversation import Role, Turn
     from guard.prompt import PromptFormat
-    from guard.scoring import CausalLMGuard, GuardRequest, ScorerConfig
+    from guard.scoring import GuardRequest, ScorerConfig
     from guard.taxonomy import MLCOMMONS_HAZARDS
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -53,7 +53,7 @@ def triton_model_pids(server_pid: int) -> list[int]:
 
 
 def model_only(checkpoint: Path, turns: list[ChatTurn], batch: int) -> float:
-    from guard.models import load_guard
+    from guard.loaders import load_guard
     from guard.scoring import GuardRequest
     from guard.taxonomy import LLAMA_GUARD_1
 
@@ -67,7 +67,8 @@ def model_only(checkpoint: Path, turns: list[ChatTurn], batch: int) -> float:
 
 
 async def triton_only(s: Settings, turns: list[ChatTurn], concurrency: int) -> float:
-    from stream_app.triton_client import ClassifyRequest, GuardClient
+    from guard.protocol import ClassifyRequest
+    from stream_app.triton_client import GuardClient
 
     reqs = [ClassifyRequest(as_conversation(t), t.role) for t in turns]
     async with GuardClient(s.triton) as c:

@@ -103,7 +103,7 @@ def build_tiny_llama(
     if answer_only_head is not None:
         # Rows of "safe" = w and "unsafe" = -w: one of the two logits is >= 0, the
         # logit of every other (zeroed) row, and p_unsafe still varies with the text.
-        from guard.scoring import answer_token_ids
+        from guard.causal_lm import answer_token_ids
 
         safe, unsafe = answer_token_ids(tok, answer_only_head)
         with torch.no_grad():

@@ -1,12 +1,21 @@
-"""Conversations as the guard model sees them, and their validation."""
+"""Conversations as the guard model sees them, and their one set of validators.
+
+Every place that reads turns from outside -- chat-turn events and their
+``context``, the Triton model's ``CONVERSATION`` input, dataset rows -- goes
+through :func:`parse_role` and :func:`parse_turns`; what a conversation must
+look like to be classified is :func:`check_conversation`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import orjson
+
+from guard.errors import InvalidInput
 
 
 class Role(StrEnum):
@@ -14,7 +23,7 @@ class Role(StrEnum):
     AGENT = "agent"
 
 
-class ConversationError(ValueError):
+class ConversationError(InvalidInput):
     """A conversation cannot be classified as asked (the reason is the message)."""
 
 
@@ -22,6 +31,28 @@ class ConversationError(ValueError):
 class Turn:
     role: Role
     content: str
+
+
+def parse_role(value: object, what: str = "role") -> Role:
+    """``value`` as a :class:`Role`; ``what`` names it in the error."""
+    if value not in (Role.USER.value, Role.AGENT.value):
+        shown = value[:20] if isinstance(value, str) else value
+        raise ConversationError(f"{what} must be 'user' or 'agent', got {shown!r}")
+    return Role(str(value))
+
+
+def parse_turns(rows: object, what: str = "conversation") -> tuple[Turn, ...]:
+    """``[{"role": "user"|"agent", "content": str}, ...]`` as turns (may be empty)."""
+    if not isinstance(rows, list):
+        raise ConversationError(f"{what} must be a list of turns")
+    turns = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or not isinstance(row.get("content"), str):
+            raise ConversationError(
+                f"{what}[{i}] must be {{'role': 'user'|'agent', 'content': str}}"
+            )
+        turns.append(Turn(parse_role(row.get("role"), f"{what}[{i}].role"), row["content"]))
+    return tuple(turns)
 
 
 def check_conversation(
@@ -51,26 +82,19 @@ def check_conversation(
     return tuple(turns)
 
 
-def turns_from_json(raw: bytes | str) -> list[Turn]:
-    """Parse ``[{"role": "user"|"agent", "content": "..."}, ...]``."""
+def turns_from_json(raw: bytes | str) -> tuple[Turn, ...]:
+    """Parse the JSON form written by :func:`turns_to_json`."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ConversationError(f"conversation is not valid JSON: {exc}") from None
-    if not isinstance(data, list):
-        raise ConversationError("conversation must be a JSON list of turns")
-    turns = []
-    for i, row in enumerate(data):
-        if not isinstance(row, dict):
-            raise ConversationError(f"turn {i} must be an object")
-        role, content = row.get("role"), row.get("content")
-        if role not in (Role.USER.value, Role.AGENT.value):
-            raise ConversationError(f"turn {i}: role must be 'user' or 'agent', got {role!r}")
-        if not isinstance(content, str):
-            raise ConversationError(f"turn {i}: content must be a string")
-        turns.append(Turn(Role(role), content))
-    return turns
+    return parse_turns(data)
+
+
+def turns_to_rows(turns: Sequence[Turn]) -> list[dict[str, Any]]:
+    """``[{"role", "content"}, ...]``: how every event and file writes turns."""
+    return [{"role": t.role.value, "content": t.content} for t in turns]
 
 
 def turns_to_json(turns: Sequence[Turn]) -> bytes:
-    return orjson.dumps([{"role": t.role.value, "content": t.content} for t in turns])
+    return orjson.dumps(turns_to_rows(turns))

@@ -1,6 +1,6 @@
 """A small guard model: a sentence encoder + trained linear heads.
 
-Kind ``encoder-head`` in :data:`guard.models.MODEL_KINDS`. The checkpoint is a
+Kind ``encoder-head`` in :data:`guard.loaders.MODEL_KINDS`. The checkpoint is a
 directory with ``guardstream-model.json`` (see ``models/default/``), a
 ``heads.npz`` and optionally a LoRA ``adapter`` directory (named by the
 manifest) that is merged into the encoder at load. The encoder's base weights
@@ -28,7 +28,6 @@ and L2-normalised (as sentence-transformers does), then:
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,8 @@ import numpy as np
 import torch
 
 from guard.conversation import ConversationError, Role, Turn, check_conversation
-from guard.scoring import GuardRequest, GuardResult, Prepared, ScorerConfig, length_batches
+from guard.loaders import read_manifest
+from guard.scoring import GuardRequest, GuardResult, ScorerConfig, length_batches
 from guard.taxonomy import LLAMA_GUARD_1, Policy
 
 KIND = "encoder-head"
@@ -46,10 +46,12 @@ HEADS_FILE = "heads.npz"
 
 
 @dataclass(frozen=True, slots=True)
-class EncoderPrepared(Prepared):
+class EncoderPrepared:
     """Token ids of the encoder's view of the turn, and the side they were made for."""
 
-    side: Role = Role.USER
+    policy: Policy
+    ids: list[int]
+    side: Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ class Heads:
             )
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
 
@@ -216,10 +218,13 @@ class EncoderHeadGuard:
         config: ScorerConfig | None = None,
         category_threshold: float = 0.5,
         name: str = "",
+        threshold: float | None = None,
     ) -> None:
+        """``threshold``: the model's own (its manifest's); ``config.threshold`` overrides it."""
         self.encoder = encoder
         self.heads = heads
         self.cfg = config or ScorerConfig()
+        self.threshold = self.cfg.threshold_or(threshold)
         self.category_threshold = category_threshold
         self.name = name
 
@@ -227,11 +232,11 @@ class EncoderHeadGuard:
     def load(cls, checkpoint: Path | str, config: ScorerConfig | None = None) -> EncoderHeadGuard:
         """Load ``checkpoint`` (a directory with a ``guardstream-model.json`` manifest).
 
-        The manifest's ``threshold`` is the default; a ``config`` whose threshold
-        differs from :class:`ScorerConfig`'s default (0.5) overrides it.
+        The manifest's ``threshold`` is the model's own; ``config.threshold``
+        overrides it when set.
         """
         checkpoint = Path(checkpoint)
-        manifest = json.loads((checkpoint / "guardstream-model.json").read_text())
+        manifest = read_manifest(checkpoint)
         if manifest.get("kind") != KIND:
             raise ValueError(f"{checkpoint}: kind is {manifest.get('kind')!r}, not {KIND!r}")
         enc = manifest["encoder"]
@@ -241,15 +246,14 @@ class EncoderHeadGuard:
             encoder_path(enc["package"]), view, checkpoint / adapter if adapter else None
         )
         heads = Heads.load(checkpoint / manifest.get("heads", HEADS_FILE))
-        cfg = config or ScorerConfig()
-        if cfg.threshold == ScorerConfig().threshold and "threshold" in manifest:
-            cfg = _replace_threshold(cfg, float(manifest["threshold"]))
+        own = manifest.get("threshold")
         return cls(
             encoder,
             heads,
-            cfg,
+            config,
             category_threshold=float(manifest.get("category_threshold", 0.5)),
             name=str(manifest.get("name") or checkpoint.name),
+            threshold=None if own is None else float(own),
         )
 
     # -- Guard protocol ---------------------------------------------------------
@@ -271,18 +275,17 @@ class EncoderHeadGuard:
         ids = self.encoder.view_ids(turns, req.side)
         return EncoderPrepared(policy=req.policy, ids=ids, side=req.side)
 
-    def score_prepared(self, items: Sequence[Prepared]) -> list[GuardResult]:
+    def score_prepared(self, items: Sequence[EncoderPrepared]) -> list[GuardResult]:
         if not items:
             return []
-        sides = [getattr(p, "side", Role.USER) for p in items]
         emb = self.embed([p.ids for p in items])
-        p_prompt = _sigmoid(self.heads.prompt(emb)[:, 0])
-        p_response = _sigmoid(self.heads.response(emb)[:, 0])
-        p_cats = _sigmoid(self.heads.categories(emb))
+        p_prompt = sigmoid(self.heads.prompt(emb)[:, 0])
+        p_response = sigmoid(self.heads.response(emb)[:, 0])
+        p_cats = sigmoid(self.heads.categories(emb))
         out = []
         for i, item in enumerate(items):
-            p = float(p_response[i] if sides[i] is Role.AGENT else p_prompt[i])
-            unsafe = p >= self.cfg.threshold
+            p = float(p_response[i] if item.side is Role.AGENT else p_prompt[i])
+            unsafe = p >= self.threshold
             codes = self._codes(p_cats[i], item.policy) if unsafe else ()
             out.append(GuardResult(p, unsafe, codes))
         return out
@@ -307,14 +310,3 @@ class EncoderHeadGuard:
         chosen = {int(np.argmax(probs))}
         chosen |= {j for j, q in enumerate(probs) if q >= self.category_threshold}
         return tuple(self.heads.codes[j] for j in sorted(chosen))
-
-
-def _replace_threshold(cfg: ScorerConfig, threshold: float) -> ScorerConfig:
-    from dataclasses import replace
-
-    return replace(cfg, threshold=threshold)
-
-
-def load(checkpoint: Path, config: ScorerConfig) -> EncoderHeadGuard:
-    """The ``MODEL_KINDS`` loader."""
-    return EncoderHeadGuard.load(checkpoint, config)

@@ -1,29 +1,33 @@
-"""Event schemas (JSON via orjson) and the pure functions around them.
+"""Event schemas: encoding and decoding (JSON via orjson), nothing else.
 
 Each event carries ``schema_version``; topic names carry the version too
-(``chat-turns.v1``). docs/events.md shows an example of each.
+(``chat-turns.v1``). docs/events.md shows an example of each. Which turns a
+verdict is judged on and which go to review is moderation's business
+(:mod:`stream_app.routing`).
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
-from guard.conversation import Role, Turn
+from guard.conversation import Role, Turn, parse_role, parse_turns, turns_to_rows
+from guard.errors import InvalidInput
+from guard.taxonomy import CategoryRef, PolicyRef
 
 SCHEMA_VERSION = 1
 #: Namespace of verdict ids: uuid5(namespace, event_id | model | policy).
 VERDICT_NAMESPACE = uuid.UUID("5b0c7c1e-5a8f-4d0b-9a55-6f1f0a9d2c10")
 
 
-class EventError(ValueError):
+class EventError(InvalidInput):
     """A chat-turn event is malformed; the message is the dead-letter reason."""
 
 
@@ -82,7 +86,7 @@ class ChatTurn:
         if self.policy_id is not None:
             d["policy_id"] = self.policy_id
         if self.context is not None:
-            d["context"] = [{"role": t.role.value, "content": t.content} for t in self.context]
+            d["context"] = turns_to_rows(self.context)
         return d
 
     def to_json(self) -> bytes:
@@ -130,9 +134,7 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     turn_index = _field(data, "turn_index", int)
     if turn_index < 0:
         raise EventError("turn_index must be >= 0")
-    role_raw = _field(data, "role", str)
-    if role_raw not in (Role.USER.value, Role.AGENT.value):
-        raise EventError(f"field 'role' must be 'user' or 'agent', got {role_raw[:20]!r}")
+    role = _checked(parse_role, data.get("role"), "field 'role'")
     content = _field(data, "content", str)
     size = len(content.encode("utf-8"))
     if size > max_content_bytes:
@@ -144,25 +146,15 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     context_raw = _field(data, "context", list, required=False)
     context = None
     if context_raw is not None:
-        turns = []
-        total = size
-        for i, t in enumerate(context_raw):
-            if (
-                not isinstance(t, dict)
-                or t.get("role") not in ("user", "agent")
-                or not isinstance(t.get("content"), str)
-            ):
-                raise EventError(f"context[{i}] must be {{'role': 'user'|'agent', 'content': str}}")
-            total += len(t["content"].encode("utf-8"))
-            turns.append(Turn(Role(t["role"]), t["content"]))
+        context = _checked(parse_turns, context_raw, "context")
+        total = size + sum(len(t.content.encode("utf-8")) for t in context)
         if total > max_content_bytes * 4:
             raise EventError(f"context is {total} bytes, over the limit of {max_content_bytes * 4}")
-        context = tuple(turns)
     return ChatTurn(
         event_id=event_id,
         conversation_id=conversation_id,
         turn_index=turn_index,
-        role=Role(role_raw),
+        role=role,
         content=content,
         timestamp=timestamp,
         tenant=_field(data, "tenant", str, required=False),
@@ -171,15 +163,17 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     )
 
 
-def verdict_id(event_id: str, model: str, model_version: str, policy_ref: str) -> str:
+def _checked(parse: Any, value: object, what: str) -> Any:
+    """``parse(value, what)`` with its error as an :class:`EventError`."""
+    try:
+        return parse(value, what)
+    except InvalidInput as exc:
+        raise EventError(str(exc)) from None
+
+
+def verdict_id(event_id: str, model: str, model_version: str, policy: PolicyRef) -> str:
     """Deterministic: the same turn judged by the same model and policy, the same id."""
-    return str(uuid.uuid5(VERDICT_NAMESPACE, f"{event_id}|{model}:{model_version}|{policy_ref}"))
-
-
-@dataclass(frozen=True, slots=True)
-class CategoryHit:
-    code: str
-    name: str
+    return str(uuid.uuid5(VERDICT_NAMESPACE, f"{event_id}|{model}:{model_version}|{policy}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,11 +185,10 @@ class VerdictEvent:
     role: str
     verdict: Decision
     p_unsafe: float
-    categories: tuple[CategoryHit, ...]
+    categories: tuple[CategoryRef, ...]
     parse_error: bool
     review_reasons: tuple[ReviewReason, ...]
-    policy_id: str
-    policy_version: str
+    policy: PolicyRef
     model_name: str
     model_version: str
     context_turns: int
@@ -206,28 +199,31 @@ class VerdictEvent:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["categories"] = [{"code": c.code, "name": c.name} for c in self.categories]
-        d["review_reasons"] = [r.value for r in self.review_reasons]
-        d["verdict"] = self.verdict.value
-        return d
+        return {
+            "verdict_id": self.verdict_id,
+            "event_id": self.event_id,
+            "conversation_id": self.conversation_id,
+            "turn_index": self.turn_index,
+            "role": self.role,
+            "verdict": self.verdict.value,
+            "p_unsafe": self.p_unsafe,
+            "categories": [{"code": c.code, "name": c.name} for c in self.categories],
+            "parse_error": self.parse_error,
+            "review_reasons": [r.value for r in self.review_reasons],
+            "policy_id": self.policy.id,
+            "policy_version": self.policy.version,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "context_turns": self.context_turns,
+            "latency_ms": self.latency_ms,
+            "turn_timestamp": self.turn_timestamp,
+            "decided_at": self.decided_at,
+            "tenant": self.tenant,
+            "schema_version": self.schema_version,
+        }
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
-
-
-def review_reasons(
-    unsafe: bool, parse_error: bool, p_unsafe: float, band: tuple[float, float]
-) -> tuple[ReviewReason, ...]:
-    """Why a verdict goes to human review (empty: it does not)."""
-    reasons = []
-    if unsafe:
-        reasons.append(ReviewReason.UNSAFE)
-    if parse_error:
-        reasons.append(ReviewReason.PARSE_ERROR)
-    if band[0] <= p_unsafe <= band[1]:
-        reasons.append(ReviewReason.UNCERTAIN)
-    return tuple(reasons)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +242,7 @@ class FlaggedEvent:
                 "flagged_id": self.verdict.verdict_id,
                 "reasons": [r.value for r in self.verdict.review_reasons],
                 "turn": self.turn.to_dict(),
-                "context": [{"role": t.role.value, "content": t.content} for t in self.context],
+                "context": turns_to_rows(self.context),
                 "verdict": self.verdict.to_dict(),
             }
         )
@@ -279,21 +275,6 @@ class DeadLetter:
                 "received_at": self.received_at,
             }
         )
-
-
-def conversation_for(turn: ChatTurn, history: Sequence[Turn], max_context: int) -> tuple[Turn, ...]:
-    """The turns the guard sees: the last ``max_context`` turns of context (from the
-    event, else ``history``) and this turn.
-
-    An agent turn with no known user turn before it gets a placeholder user turn
-    so that it can still be checked as a response.
-    """
-    context = turn.context if turn.context is not None else tuple(history)
-    context = tuple(context[-max_context:]) if max_context else ()
-    turns = (*context, Turn(turn.role, turn.content))
-    if turn.role is Role.AGENT and not any(t.role is Role.USER for t in context):
-        turns = (Turn(Role.USER, "[earlier conversation unavailable]"), *turns)
-    return turns
 
 
 @dataclass(frozen=True, slots=True)

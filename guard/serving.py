@@ -2,53 +2,33 @@
 
 ``model_repo/guard/<version>/model.py`` is a thin adapter over
 :class:`GuardService`: it turns each Triton request into a list of
-:class:`RawItem` and each answer back into output tensors. A request with any
-bad item is answered with an error naming the item and the reason; the other
-requests in the same batch are answered normally.
+:class:`guard.protocol.RawItem` and each answer back into output tensors. A
+request with any bad item is answered with an error naming the reason; the
+other requests in the same batch are answered normally.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import orjson
-
-from guard.conversation import ConversationError, Role, check_conversation, turns_from_json
-from guard.models import load_guard
+from guard.conversation import ConversationError, check_conversation, parse_role, turns_from_json
+from guard.errors import InvalidInput
+from guard.loaders import load_guard
 from guard.prompt import PromptFormat
-from guard.scoring import Guard, GuardRequest, GuardResult, Prepared, ScorerConfig
-from guard.taxonomy import Policy, PolicyError, PolicyRegistry
-
-CHECKPOINT_ENV = "GUARDSTREAM_MODEL_CHECKPOINT"
-#: Every per-request error of the model starts with this; clients tell bad
-#: input (never retried) from server trouble (retried) by it.
-INVALID_REQUEST = "invalid request: "
-
-
-@dataclass(frozen=True, slots=True)
-class RawItem:
-    conversation: bytes
-    side: bytes
-    policy_id: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ItemAnswer:
-    p_unsafe: float
-    verdict: str  # "safe" | "unsafe"
-    categories_json: bytes  # [{"code": ..., "name": ...}]
-    parse_error: bool
-    policy_ref: str  # "id@version"
+from guard.protocol import CHECKPOINT_ENV, INVALID_REQUEST, ItemAnswer, RawItem
+from guard.scoring import Guard, GuardRequest, GuardResult, ScorerConfig
+from guard.taxonomy import DEFAULT_POLICY_ID, Policy, PolicyRegistry
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     checkpoint: Path
     scorer: ScorerConfig
-    default_policy_id: str = "llama-guard-1"
+    default_policy_id: str = DEFAULT_POLICY_ID
     policy_dir: Path | None = None
     max_content_chars: int = 65_536
 
@@ -56,9 +36,10 @@ class ServiceConfig:
     def from_parameters(cls, params: Mapping[str, str], version_dir: Path) -> ServiceConfig:
         """Read the model's ``config.pbtxt`` parameters (string values).
 
-        The checkpoint is ``<version_dir>/checkpoint`` when that exists (versions
-        written by promotion carry their weights), else ``$GUARDSTREAM_MODEL_CHECKPOINT``,
-        else the ``checkpoint`` parameter.
+        A parameter that is absent keeps the default of :class:`ScorerConfig` or of
+        this class. The checkpoint is ``<version_dir>/checkpoint`` when that exists
+        (versions written by promotion carry their weights), else
+        ``$GUARDSTREAM_MODEL_CHECKPOINT``, else the ``checkpoint`` parameter.
         """
         own = version_dir / "checkpoint"
         ckpt = (
@@ -71,26 +52,44 @@ class ServiceConfig:
                 f"no guard checkpoint: {own} is absent and ${CHECKPOINT_ENV} / the "
                 f"'checkpoint' parameter name no directory (got {str(ckpt)!r})"
             )
+        scorer = scorer_config(params)
         policy_dir = params.get("policy_dir") or os.environ.get("GUARDSTREAM_POLICY__POLICY_DIR")
         return cls(
             checkpoint=ckpt,
-            scorer=ScorerConfig(
-                prompt_format=PromptFormat(params.get("prompt_format", "lg1")),
-                threshold=float(params.get("threshold", "0.5")),
-                max_prompt_tokens=int(params.get("max_prompt_tokens", "4096")),
-                max_batch=int(params.get("max_batch", "64")),
-                max_batch_tokens=int(params.get("max_batch_tokens", "32768")),
-                with_descriptions=params.get("with_descriptions", "false").lower() == "true",
-                prefix_cache=params.get("prefix_cache", "true").lower() == "true",
-            ),
-            default_policy_id=params.get("default_policy_id", "llama-guard-1"),
+            scorer=scorer,
             policy_dir=Path(policy_dir) if policy_dir else None,
-            max_content_chars=int(params.get("max_content_chars", "65536")),
+            **_params(params, default_policy_id=str, max_content_chars=int),
         )
 
 
+def scorer_config(params: Mapping[str, str]) -> ScorerConfig:
+    """The scorer settings among the model's ``config.pbtxt`` parameters."""
+    return ScorerConfig(
+        **_params(
+            params,
+            prompt_format=PromptFormat,
+            threshold=float,
+            max_prompt_tokens=int,
+            max_batch=int,
+            max_batch_tokens=int,
+            with_descriptions=_flag,
+            prefix_cache=_flag,
+        )
+    )
+
+
+def _params(params: Mapping[str, str], **parsers: Callable[[str], Any]) -> dict[str, Any]:
+    """The parameters named in ``parsers`` that are set, parsed; absent ones keep the
+    dataclass defaults, so each default is written once."""
+    return {name: parse(params[name]) for name, parse in parsers.items() if name in params}
+
+
+def _flag(raw: str) -> bool:
+    return raw.strip().lower() == "true"
+
+
 class GuardService:
-    def __init__(self, guard: Guard, policies: PolicyRegistry, config: ServiceConfig):
+    def __init__(self, guard: Guard[Any], policies: PolicyRegistry, config: ServiceConfig):
         self.guard = guard
         self.policies = policies
         self.cfg = config
@@ -103,43 +102,44 @@ class GuardService:
 
     def handle(self, requests: Sequence[Sequence[RawItem]]) -> list[list[ItemAnswer] | str]:
         """One answer list, or one error string, per request, in order."""
-        prepared: list[list[Prepared] | str] = []
+        prepared: list[list[tuple[Policy, Any]] | str] = []
         for items in requests:
             try:
                 prepared.append([self._prepare(item) for item in items])
-            except (ConversationError, PolicyError, UnicodeDecodeError) as exc:
+            except InvalidInput as exc:
                 prepared.append(INVALID_REQUEST + str(exc))
-        flat = [p for req in prepared if not isinstance(req, str) for p in req]
+        flat = [p for req in prepared if not isinstance(req, str) for _, p in req]
         results = iter(self.guard.score_prepared(flat))
         out: list[list[ItemAnswer] | str] = []
         for req in prepared:
             if isinstance(req, str):
                 out.append(req)
             else:
-                out.append([self._answer(next(results), p.policy) for p in req])
+                out.append([answer_of(next(results), policy) for policy, _ in req])
         return out
 
-    def _prepare(self, item: RawItem) -> Prepared:
+    def _prepare(self, item: RawItem) -> tuple[Policy, Any]:
         if len(item.conversation) > self.cfg.max_content_chars * 4 + 1024:
             raise ConversationError(
                 f"conversation is {len(item.conversation)} bytes, over the limit"
             )
-        side_text = item.side.decode("utf-8").strip().lower()
-        if side_text not in (Role.USER.value, Role.AGENT.value):
-            raise ConversationError(f"side must be 'user' or 'agent', got {side_text[:20]!r}")
-        policy_id = item.policy_id.decode("utf-8").strip() or self.cfg.default_policy_id
+        try:
+            side_text = item.side.decode("utf-8").strip().lower()
+            policy_id = item.policy_id.decode("utf-8").strip() or self.cfg.default_policy_id
+        except UnicodeDecodeError:
+            raise ConversationError("SIDE and POLICY_ID must be UTF-8") from None
+        side = parse_role(side_text, "side")
         policy = self.policies.get(policy_id)
         turns = turns_from_json(item.conversation)
-        checked = check_conversation(turns, Role(side_text), self.cfg.max_content_chars)
-        return self.guard.prepare(GuardRequest(checked, Role(side_text), policy))
+        checked = check_conversation(turns, side, self.cfg.max_content_chars)
+        return policy, self.guard.prepare(GuardRequest(checked, side, policy))
 
-    @staticmethod
-    def _answer(result: GuardResult, policy: Policy) -> ItemAnswer:
-        cats = [{"code": c, "name": policy.by_code(c).name} for c in result.codes]
-        return ItemAnswer(
-            p_unsafe=result.p_unsafe,
-            verdict="unsafe" if result.unsafe else "safe",
-            categories_json=orjson.dumps(cats),
-            parse_error=result.parse_error is not None,
-            policy_ref=policy.ref,
-        )
+
+def answer_of(result: GuardResult, policy: Policy) -> ItemAnswer:
+    return ItemAnswer(
+        p_unsafe=result.p_unsafe,
+        unsafe=result.unsafe,
+        categories=tuple(policy.by_code(c).ref for c in result.codes),
+        parse_error=result.parse_error is not None,
+        policy=policy.ref,
+    )

@@ -152,11 +152,15 @@ class TritonSettings(BaseModel):
 
 
 class PolicySettings(BaseModel):
-    default_policy_id: str = Field(
-        "llama-guard-1", description="Policy used for turns that name none."
-    )
-    threshold: float = Field(
-        0.5, ge=0, le=1, description="p_unsafe at or above which a turn is unsafe."
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "p_unsafe at or above which a turn is unsafe when guardstream scores in process"
+            " (`retrain`); unset: the model's own threshold. The served verdicts use the Triton"
+            " model's (`threshold` parameter in config.pbtxt, else the model's own)."
+        ),
     )
     review_band_low: float = Field(
         0.35, ge=0, le=1, description="Lower edge of the uncertainty band sent to review."

@@ -14,16 +14,55 @@ from pathlib import Path
 
 import yaml
 
+from guard.errors import InvalidInput
 
-class PolicyError(ValueError):
+
+class PolicyError(InvalidInput):
     """A policy file or policy id is invalid or unknown."""
 
 
 @dataclass(frozen=True, slots=True)
 class Category:
+    """A category as a policy defines it (the description goes into the prompt)."""
+
     code: str
     name: str
     description: str = ""
+
+    @property
+    def ref(self) -> CategoryRef:
+        return CategoryRef(self.code, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRef:
+    """A category as a verdict names it: from the model's answer to the verdict event."""
+
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRef:
+    """Which policy (id and version) a turn was judged against.
+
+    On the wire (the Triton model's ``POLICY`` output) it is ``id@version``;
+    events carry ``policy_id`` and ``policy_version`` separately.
+    """
+
+    id: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    @classmethod
+    def parse(cls, text: str) -> PolicyRef:
+        """The inverse of ``str()``; the id may contain ``@``, the version may not."""
+        pid, sep, version = text.rpartition("@")
+        if not sep or not pid or not version:
+            raise PolicyError(f"policy reference must be 'id@version', got {text[:80]!r}")
+        return cls(pid, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +81,9 @@ class Policy:
             raise PolicyError(f"policy {self.id!r} repeats a category code")
 
     @property
-    def ref(self) -> str:
-        """``id@version``: what verdicts record."""
-        return f"{self.id}@{self.version}"
+    def ref(self) -> PolicyRef:
+        """What verdicts record."""
+        return PolicyRef(self.id, self.version)
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -134,6 +173,10 @@ MLCOMMONS_HAZARDS = Policy(
 )
 
 BUILTIN_POLICIES: tuple[Policy, ...] = (LLAMA_GUARD_1, MLCOMMONS_HAZARDS)
+
+#: The policy of a turn that names none, unless the Triton model's
+#: ``default_policy_id`` parameter says otherwise.
+DEFAULT_POLICY_ID = LLAMA_GUARD_1.id
 
 
 def policy_from_mapping(data: Mapping[str, object], source: str = "<mapping>") -> Policy:

@@ -15,24 +15,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from guard.conversation import Turn
-from guard.events import (
-    CategoryHit,
-    ChatTurn,
-    DeadLetter,
-    Decision,
-    EventError,
-    FlaggedEvent,
-    VerdictEvent,
-    conversation_for,
-    decode_chat_turn,
-    now_rfc3339,
-    review_reasons,
-    verdict_id,
-)
+from guard.errors import InvalidInput
+from guard.events import ChatTurn, DeadLetter, FlaggedEvent, VerdictEvent, decode_chat_turn
+from guard.protocol import ClassifyRequest, RequestRejected
 from guard.settings import Settings
 from stream_app.context_cache import ContextCache
 from stream_app.metrics import WorkerMetrics
-from stream_app.triton_client import Classification, ClassifyRequest, GuardClient, RequestRejected
+from stream_app.routing import conversation_for, verdict_for
+from stream_app.triton_client import GuardClient
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +69,7 @@ class Moderator:
             self.metrics.turns_in.inc()
             try:
                 turn = decode_chat_turn(msg.value, self.s.worker.max_content_bytes)
-            except EventError as exc:
+            except InvalidInput as exc:
                 out.append(Planned(msg, None, error=str(exc)))
                 continue
             history = self.cache.history(turn.conversation_id, turn.turn_index)
@@ -104,7 +94,8 @@ class Moderator:
             except RequestRejected as exc:
                 return [await self._dead_letter(p.msg, f"rejected by the model: {exc}", "rejected")]
         self.metrics.triton_latency.observe(result.latency_ms / 1000.0)
-        verdict = self.make_verdict(p.turn, result, len(req.turns) - 1)
+        band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
+        verdict = verdict_for(p.turn, result, len(req.turns) - 1, band)
         self._count(verdict)
         sends = [await self.send(self.s.topics.verdicts, p.msg.key, verdict.to_json())]
         if verdict.review_reasons:
@@ -114,36 +105,10 @@ class Moderator:
             log.info("verdict %s for %r", verdict.verdict.value, p.turn.content[:200])
         return sends
 
-    def make_verdict(self, turn: ChatTurn, r: Classification, context_turns: int) -> VerdictEvent:
-        band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
-        return VerdictEvent(
-            verdict_id=verdict_id(
-                turn.event_id, r.model_name, r.model_version, f"{r.policy_id}@{r.policy_version}"
-            ),
-            event_id=turn.event_id,
-            conversation_id=turn.conversation_id,
-            turn_index=turn.turn_index,
-            role=turn.role.value,
-            verdict=Decision.UNSAFE if r.unsafe else Decision.SAFE,
-            p_unsafe=round(r.p_unsafe, 6),
-            categories=tuple(CategoryHit(c.code, c.name) for c in r.categories),
-            parse_error=r.parse_error,
-            review_reasons=review_reasons(r.unsafe, r.parse_error, r.p_unsafe, band),
-            policy_id=r.policy_id,
-            policy_version=r.policy_version,
-            model_name=r.model_name,
-            model_version=r.model_version,
-            context_turns=context_turns,
-            latency_ms=round(r.latency_ms, 3),
-            turn_timestamp=turn.timestamp,
-            decided_at=now_rfc3339(),
-            tenant=turn.tenant,
-        )
-
     def _count(self, v: VerdictEvent) -> None:
         self.metrics.verdicts.labels(v.verdict.value).inc()
         for c in v.categories:
-            self.metrics.categories.labels(v.policy_id, c.code, c.name).inc()
+            self.metrics.categories.labels(v.policy.id, c.code, c.name).inc()
         for reason in v.review_reasons:
             self.metrics.flagged.labels(reason.value).inc()
         if v.parse_error:

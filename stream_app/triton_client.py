@@ -12,28 +12,27 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import orjson
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from guard.conversation import Role, Turn, turns_to_json
-from guard.serving import INVALID_REQUEST
+from guard.conversation import turns_to_json
+from guard.protocol import (
+    INPUTS,
+    OUTPUTS,
+    Classification,
+    ClassifyRequest,
+    ItemAnswer,
+    RequestRejected,
+    decode_categories,
+    rejection_of,
+)
 from guard.settings import TritonSettings
+from guard.taxonomy import PolicyRef
 
 log = logging.getLogger(__name__)
-
-INPUTS = {"CONVERSATION": "BYTES", "SIDE": "BYTES", "POLICY_ID": "BYTES"}
-OUTPUTS = {
-    "P_UNSAFE": "FP32",
-    "VERDICT": "BYTES",
-    "CATEGORIES": "BYTES",
-    "PARSE_ERROR": "BOOL",
-    "POLICY": "BYTES",
-}
 
 
 class TritonUnavailable(RuntimeError):
@@ -42,36 +41,6 @@ class TritonUnavailable(RuntimeError):
 
 class ModelMismatch(RuntimeError):
     """The served model is not the guard model this client speaks to."""
-
-
-class RequestRejected(ValueError):
-    """The model answered this request with an error: the input is invalid."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClassifyRequest:
-    turns: tuple[Turn, ...]
-    side: Role
-    policy_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CategoryRef:
-    code: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    p_unsafe: float
-    unsafe: bool
-    categories: tuple[CategoryRef, ...]
-    parse_error: bool
-    policy_id: str
-    policy_version: str
-    model_name: str
-    model_version: str
-    latency_ms: float
 
 
 def backoff_delays(initial: float, maximum: float):  # type: ignore[no-untyped-def]
@@ -142,8 +111,9 @@ class GuardClient:
                 )
             except InferenceServerException as exc:
                 msg = exc.message() or str(exc)
-                if INVALID_REQUEST in msg:
-                    raise RequestRejected(msg.split(INVALID_REQUEST, 1)[1]) from None
+                rejected = rejection_of(msg)
+                if rejected is not None:
+                    raise rejected from None
                 attempt += 1
                 if self._on_retry is not None:
                     self._on_retry()
@@ -158,9 +128,15 @@ class GuardClient:
             return _classification(result, self.s.model_name, time.perf_counter() - start)
 
     async def classify_many(
-        self, reqs: Sequence[ClassifyRequest], concurrency: int = 16, *, retry_forever: bool = False
+        self,
+        reqs: Sequence[ClassifyRequest],
+        concurrency: int = 16,
+        *,
+        retry_forever: bool = False,
+        on_done: Callable[[], None] | None = None,
     ) -> list[Classification | RequestRejected]:
-        """Classify ``reqs`` with at most ``concurrency`` requests in flight, in order."""
+        """Classify ``reqs`` with at most ``concurrency`` requests in flight, in order;
+        a rejected request's place holds its error. ``on_done`` runs after each one."""
         sem = asyncio.Semaphore(concurrency)
 
         async def one(r: ClassifyRequest) -> Classification | RequestRejected:
@@ -169,6 +145,9 @@ class GuardClient:
                     return await self.classify(r, retry_forever=retry_forever)
                 except RequestRejected as exc:
                     return exc
+                finally:
+                    if on_done is not None:
+                        on_done()
 
         return list(await asyncio.gather(*(one(r) for r in reqs)))
 
@@ -203,16 +182,18 @@ def _inputs(req: ClassifyRequest) -> list[InferInput]:
 
 
 def _classification(result, model_name: str, seconds: float) -> Classification:  # type: ignore[no-untyped-def]
-    policy = result.as_numpy("POLICY")[0, 0].decode()
-    pid, _, pver = policy.rpartition("@")
-    cats = orjson.loads(result.as_numpy("CATEGORIES")[0, 0])
+    def one(name: str):  # type: ignore[no-untyped-def]
+        return result.as_numpy(name)[0, 0]
+
+    answer = ItemAnswer(
+        p_unsafe=float(one("P_UNSAFE")),
+        unsafe=one("VERDICT") == b"unsafe",
+        categories=decode_categories(one("CATEGORIES")),
+        parse_error=bool(one("PARSE_ERROR")),
+        policy=PolicyRef.parse(one("POLICY").decode()),
+    )
     return Classification(
-        p_unsafe=float(result.as_numpy("P_UNSAFE")[0, 0]),
-        unsafe=result.as_numpy("VERDICT")[0, 0] == b"unsafe",
-        categories=tuple(CategoryRef(c["code"], c["name"]) for c in cats),
-        parse_error=bool(result.as_numpy("PARSE_ERROR")[0, 0]),
-        policy_id=pid,
-        policy_version=pver,
+        answer=answer,
         model_name=model_name,
         model_version=result.get_response().model_version,
         latency_ms=seconds * 1000.0,

@@ -23,9 +23,10 @@ from typing import Any
 
 import orjson
 
-from guard.conversation import ConversationError, Role, Turn, check_conversation
+from guard.conversation import Role, Turn, check_conversation, parse_turns, turns_to_rows
+from guard.errors import InvalidInput
 from guard.events import EventError, ReviewEvent, decode_review, parse_rfc3339
-from guard.taxonomy import PolicyError, PolicyRegistry
+from guard.taxonomy import DEFAULT_POLICY_ID, PolicyRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class Example:
     turns: tuple[Turn, ...]
     unsafe: bool
     categories: tuple[str, ...]
-    policy_id: str = "llama-guard-1"
+    policy_id: str = DEFAULT_POLICY_ID
     source: str = "review"
 
     @property
@@ -47,7 +48,7 @@ class Example:
             "id": self.id,
             "conversation_id": self.conversation_id,
             "source": self.source,
-            "conversation": [{"role": t.role.value, "content": t.content} for t in self.turns],
+            "conversation": turns_to_rows(self.turns),
             "label": "unsafe" if self.unsafe else "safe",
             "categories": list(self.categories),
             "policy_id": self.policy_id,
@@ -62,7 +63,7 @@ class Rejection:
     reason: str
 
 
-class RowError(ValueError):
+class RowError(InvalidInput):
     """A dataset row cannot be read; the message says why."""
 
 
@@ -73,21 +74,10 @@ def example_from_row(row: Mapping[str, Any], policies: PolicyRegistry | None = N
     rid = row.get("id")
     if not isinstance(rid, str) or not rid:
         raise RowError("missing 'id'")
-    conv = row.get("conversation")
-    if not isinstance(conv, list) or not conv:
-        raise RowError("'conversation' must be a non-empty list of turns")
-    turns = []
-    for i, t in enumerate(conv):
-        if (
-            not isinstance(t, Mapping)
-            or t.get("role") not in ("user", "agent")
-            or not isinstance(t.get("content"), str)
-        ):
-            raise RowError(f"conversation[{i}] must be {{'role': 'user'|'agent', 'content': str}}")
-        turns.append(Turn(Role(t["role"]), t["content"]))
     try:
-        check_conversation(turns, turns[-1].role)
-    except ConversationError as exc:
+        turns = parse_turns(row.get("conversation"))
+        check_conversation(turns, turns[-1].role if turns else Role.USER)
+    except InvalidInput as exc:
         raise RowError(str(exc)) from None
     label = row.get("label")
     if label not in ("safe", "unsafe"):
@@ -95,11 +85,11 @@ def example_from_row(row: Mapping[str, Any], policies: PolicyRegistry | None = N
     cats = row.get("categories") or []
     if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
         raise RowError("'categories' must be a list of codes")
-    policy_id = str(row.get("policy_id") or "llama-guard-1")
+    policy_id = str(row.get("policy_id") or DEFAULT_POLICY_ID)
     if policies is not None:
         try:
             policy = policies.get(policy_id)
-        except PolicyError as exc:
+        except InvalidInput as exc:
             raise RowError(str(exc)) from None
         unknown = [c for c in cats if c not in policy.codes]
         if unknown:
@@ -107,7 +97,7 @@ def example_from_row(row: Mapping[str, Any], policies: PolicyRegistry | None = N
     return Example(
         id=rid,
         conversation_id=str(row.get("conversation_id") or rid),
-        turns=tuple(turns),
+        turns=turns,
         unsafe=label == "unsafe",
         categories=tuple(cats),
         policy_id=policy_id,
@@ -163,7 +153,7 @@ def join_reviews(
         policy_id = str(flagged_turn["verdict"]["policy_id"])
         try:
             policy = policies.get(policy_id)
-        except PolicyError as exc:
+        except InvalidInput as exc:
             rejected.append(Rejection(review.review_id, str(exc)))
             continue
         unknown = [c for c in review.categories if c not in policy.codes]
@@ -186,7 +176,7 @@ def join_reviews(
             Example(
                 id=fid,
                 conversation_id=str(turn["conversation_id"]),
-                turns=tuple(Turn(Role(t["role"]), t["content"]) for t in convo),
+                turns=parse_turns(convo),
                 unsafe=review.label.value == "unsafe",
                 categories=review.categories,
                 policy_id=str(event["verdict"]["policy_id"]),

@@ -21,7 +21,7 @@ Steps (hash splits, fixed seed and grids, lbfgs logistic regressions):
    bias is then shifted so that this point is ``p_unsafe = THRESHOLD`` (0.5), the
    one threshold the manifest ships;
 6. write ``heads.npz`` + ``guardstream-model.json``, load it back through
-   :func:`guard.models.load_guard` and measure it on the held-out sources
+   :func:`guard.loaders.load_guard` and measure it on the held-out sources
    (AUPRC per side, FPR on benign hard negatives, per-category AUPRC, hh-rlhf
    pair accuracy, turns/s); the report goes into the manifest.
 """
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from guard.encoder import HEADS_FILE, KIND, Dense, SentenceEncoder, ViewConfig, encoder_path
-from guard.models import MANIFEST, load_guard
+from guard.loaders import MANIFEST, load_guard
 from guard.scoring import Guard, GuardRequest, GuardResult
 from guard.taxonomy import LLAMA_GUARD_1
 from training import public_data
@@ -165,7 +165,7 @@ def train_heads(
     ``pairs`` (hh-rlhf training pairs) add a ranking term to the response head
     (:func:`training.encoder_head.fit_binary_ranked`, weight ``PAIR_WEIGHT``).
     """
-    from guard.encoder import _sigmoid
+    from guard.encoder import sigmoid
 
     x_tr = embed_rows(encoder, train, cache_dir=cache)
     x_va = embed_rows(encoder, validation, cache_dir=cache)
@@ -188,7 +188,7 @@ def train_heads(
                 dense = fit_binary_ranked(x_tr[tr], y_tr[tr], c, weight, x_pairs, PAIR_WEIGHT)
             else:
                 dense = fit_binary(x_tr[tr], y_tr[tr], c, weight)
-            s = _sigmoid(dense(x_va[va])[:, 0])
+            s = sigmoid(dense(x_va[va])[:, 0])
             ap = _auprc(y_va[va], s) or 0.0
             if best is None or ap > best[0] + 1e-9:
                 best = (ap, c, dense)
@@ -197,7 +197,7 @@ def train_heads(
         report["validation_auprc"][name] = best[0]
         # This side's own operating point on validation, moved to THRESHOLD by a bias
         # shift: one served threshold then fits both heads (rankings are unchanged).
-        scores = _sigmoid(best[2](x_va[va])[:, 0])
+        scores = sigmoid(best[2](x_va[va])[:, 0])
         per_source = source_thresholds(y_va[va], scores, TARGET_FPR, src_va[va])
         t = max(per_source.values())
         report["side_threshold"][name] = t
@@ -333,12 +333,12 @@ def category_report(
 
 def category_probs(guard: Guard, rows: Sequence[Row]) -> np.ndarray:
     """[N, 6] category-head probabilities (encoder-head guards only)."""
-    from guard.encoder import EncoderHeadGuard, _sigmoid
+    from guard.encoder import EncoderHeadGuard, sigmoid
 
     assert isinstance(guard, EncoderHeadGuard)
     prepared = [guard.prepare(r) for r in requests_of(rows)]
     emb = guard.embed([p.ids for p in prepared])
-    return _sigmoid(guard.heads.categories(emb))
+    return sigmoid(guard.heads.categories(emb))
 
 
 def pair_accuracy(guard: Guard, pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:

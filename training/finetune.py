@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from guard.causal_lm import pick_device
 from guard.prompt import PromptFormat
-from guard.scoring import pick_device
 from guard.taxonomy import PolicyRegistry
 from training.dataset import Example
 from training.formatting import NONE, Augmentations, format_example

@@ -1,20 +1,33 @@
-"""Classification metrics for guard models (pure)."""
+"""Classification metrics for guard models (pure): the one AUPRC of all of training."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 
-def binary_report(
-    labels: Sequence[bool], scores: Sequence[float], threshold: float
-) -> dict[str, Any]:
-    """AUPRC (threshold-free), and precision, recall, F1, FPR at ``threshold``."""
+
+def auprc(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float | None:
+    """Average precision of ``scores`` for ``labels``; None when only one class occurs."""
     from sklearn.metrics import average_precision_score
 
+    y = np.asarray(labels, bool)
+    if y.all() or not y.any():
+        return None
+    return float(average_precision_score(y, np.asarray(scores, float)))
+
+
+def binary_report(
+    labels: Sequence[bool], scores: Sequence[float], predicted: Sequence[bool]
+) -> dict[str, Any]:
+    """AUPRC (threshold-free) of ``scores``, and precision, recall, F1, FPR of the
+    verdicts ``predicted`` (the model's own, at its threshold)."""
     n = len(labels)
     pos = sum(labels)
-    pred = [s >= threshold for s in scores]
+    pred = list(predicted)
     tp = sum(p and y for p, y in zip(pred, labels, strict=True))
     fp = sum(p and not y for p, y in zip(pred, labels, strict=True))
     fn = pos - tp
@@ -22,16 +35,14 @@ def binary_report(
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / pos if pos else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    auprc = float(average_precision_score(labels, scores)) if 0 < pos < n else None
     return {
         "n": n,
         "positives": pos,
-        "auprc": auprc,
+        "auprc": auprc(labels, scores),
         "precision": precision,
         "recall": recall,
         "f1": f1,
         "fpr": fp / neg if neg else 0.0,
-        "threshold": threshold,
         "tp": tp,
         "fp": fp,
         "fn": fn,
@@ -42,8 +53,6 @@ def per_category_auprc(
     labels: Sequence[bool], categories: Sequence[Sequence[str]], scores: Sequence[float]
 ) -> dict[str, float | None]:
     """AUPRC per category: that category's rows against every safe row."""
-    from sklearn.metrics import average_precision_score
-
     codes = sorted({c for cats in categories for c in cats})
     out: dict[str, float | None] = {}
     for code in codes:
@@ -55,7 +64,7 @@ def per_category_auprc(
             elif not y:
                 ys.append(False)
                 ss.append(s)
-        out[code] = float(average_precision_score(ys, ss)) if 0 < sum(ys) < len(ys) else None
+        out[code] = auprc(ys, ss)
     return out
 
 
@@ -75,7 +84,6 @@ def table(report: Mapping[str, Any], title: str = "") -> str:
             "recall",
             "f1",
             "fpr",
-            "threshold",
             "turns_per_s",
         )
         if k in report

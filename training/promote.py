@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from guard.serving import CHECKPOINT_ENV
+from guard.protocol import CHECKPOINT_ENV
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ nothing; a promoted version appears atomically and Triton is asked to load it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -16,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guard.models import load_guard
-from guard.prompt import PromptFormat
-from guard.scoring import ScorerConfig
+from guard.loaders import load_guard
+from guard.serving import scorer_config
 from guard.settings import Settings
 from guard.taxonomy import PolicyRegistry
 from training import promote
@@ -113,8 +113,10 @@ def retrain(
         )
     model_dir = s.local.model_repository / s.triton.model_name
     params = model_parameters(model_dir)
-    fmt = PromptFormat(params.get("prompt_format", "lg1"))
-    scorer = ScorerConfig(prompt_format=fmt, threshold=s.policy.threshold)
+    scorer = scorer_config(params)
+    if s.policy.threshold is not None:
+        scorer = dataclasses.replace(scorer, threshold=s.policy.threshold)
+    fmt = scorer.prompt_format
     serving_v = promote.serving_version(model_dir)
     serving_ckpt = promote.checkpoint_of(model_dir, serving_v)
     base = t.base_checkpoint or serving_ckpt
@@ -138,12 +140,8 @@ def retrain(
             ),
         ),
     )
-    cand = evaluate_in_process(
-        load_guard(candidate_ckpt, scorer), snap.validation, policies, s.policy.threshold
-    )
-    serv = evaluate_in_process(
-        load_guard(serving_ckpt, scorer), snap.validation, policies, s.policy.threshold
-    )
+    cand = evaluate_in_process(load_guard(candidate_ckpt, scorer), snap.validation, policies)
+    serv = evaluate_in_process(load_guard(serving_ckpt, scorer), snap.validation, policies)
     print(table(serv, f"serving version {serving_v} on validation ({snap.version})"))
     print(table(cand, "candidate on validation"))
     result = RetrainResult("rejected", "", snap.version, serving_v, None, cand, serv, rej)

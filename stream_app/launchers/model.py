@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from guard.serving import CHECKPOINT_ENV
+from guard.protocol import CHECKPOINT_ENV
 from guard.settings import Settings
 from stream_app.launchers.process import ManagedProcess
 

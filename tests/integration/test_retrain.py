@@ -12,10 +12,11 @@ import pytest
 
 from guard.conversation import Role, Turn
 from guard.events import ChatTurn, now_rfc3339
+from guard.protocol import ClassifyRequest
 from guard.settings import Settings
 from stream_app.kafka_io import produce
 from stream_app.launchers.tritonserver import TritonPorts, triton_process
-from stream_app.triton_client import ClassifyRequest, GuardClient
+from stream_app.triton_client import GuardClient
 from tests.conftest import ROOT, free_port
 from tests.streaming import isolated_settings
 from tests.unit.test_dataset import review

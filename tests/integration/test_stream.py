@@ -11,9 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from guard.causal_lm import CausalLMGuard
 from guard.conversation import Role, Turn
 from guard.events import ChatTurn, now_rfc3339, verdict_id
-from guard.scoring import CausalLMGuard, GuardRequest
+from guard.scoring import GuardRequest
 from guard.taxonomy import LLAMA_GUARD_1
 from tests.conftest import ROOT, free_port
 from tests.streaming import (

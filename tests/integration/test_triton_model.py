@@ -11,15 +11,13 @@ import torch
 import tritonclient.grpc as grpcclient
 from transformers import AutoModelForCausalLM
 
+from guard.causal_lm import CausalLMGuard
 from guard.conversation import Role, Turn
-from guard.scoring import CausalLMGuard, GuardRequest
+from guard.protocol import Classification, ClassifyRequest, RequestRejected
+from guard.scoring import GuardRequest
 from guard.settings import TritonSettings
-from stream_app.triton_client import (
-    ClassifyRequest,
-    GuardClient,
-    RequestRejected,
-    TritonUnavailable,
-)
+from guard.taxonomy import PolicyRef
+from stream_app.triton_client import GuardClient, TritonUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +53,7 @@ def _reference(checkpoint: Path, reqs: list[ClassifyRequest]) -> list[float]:
 
 
 def test_triton_matches_transformers_in_process(triton_server: dict[str, object]) -> None:
-    async def run() -> list[object]:
+    async def run() -> list[Classification]:
         async with _client(triton_server) as c:
             meta = await c.wait_ready(60)
             assert meta["name"] == "guard"
@@ -64,18 +62,17 @@ def test_triton_matches_transformers_in_process(triton_server: dict[str, object]
     results = asyncio.run(run())
     expected = _reference(Path(str(triton_server["checkpoint"])), CASES)
     for res, want, req in zip(results, expected, CASES, strict=True):
-        assert res.p_unsafe == pytest.approx(want, abs=1e-4)  # type: ignore[attr-defined]
-        assert res.unsafe == (want >= 0.5)  # type: ignore[attr-defined]
-        assert res.model_name == "guard" and res.model_version == "1"  # type: ignore[attr-defined]
-        assert res.policy_id == (req.policy_id or "llama-guard-1")  # type: ignore[attr-defined]
-        assert res.policy_version == "1"  # type: ignore[attr-defined]
+        assert res.answer.p_unsafe == pytest.approx(want, abs=1e-4)
+        assert res.answer.unsafe == (want >= 0.5)
+        assert res.model_name == "guard" and res.model_version == "1"
+        assert res.answer.policy == PolicyRef(req.policy_id or "llama-guard-1", "1")
 
 
 def test_concurrent_mixed_lengths_equal_one_at_a_time(triton_server: dict[str, object]) -> None:
     reqs = [ClassifyRequest((Turn(U, "tell me " + "more " * n),), U) for n in (1, 80, 5, 300, 20)]
     reqs = reqs * 4
 
-    async def run() -> tuple[list[object], list[object]]:
+    async def run() -> tuple[list[Classification | RequestRejected], list[Classification]]:
         async with _client(triton_server) as c:
             together = await c.classify_many(reqs, concurrency=20)
             alone = [await c.classify(r) for r in reqs[:5]]
@@ -83,7 +80,8 @@ def test_concurrent_mixed_lengths_equal_one_at_a_time(triton_server: dict[str, o
 
     together, alone = asyncio.run(run())
     for i, res in enumerate(together):
-        assert res.p_unsafe == pytest.approx(alone[i % 5].p_unsafe, abs=1e-5)  # type: ignore[union-attr]
+        assert isinstance(res, Classification)
+        assert res.answer.p_unsafe == pytest.approx(alone[i % 5].answer.p_unsafe, abs=1e-5)
 
 
 def test_several_items_in_one_request(triton_server: dict[str, object]) -> None:
@@ -153,7 +151,7 @@ def test_bad_and_good_requests_batched_together(triton_server: dict[str, object]
     good = ClassifyRequest((Turn(U, "hello there"),), U)
     bad = ClassifyRequest((Turn(A, "agent speaks first"),), A)  # no user turn
 
-    async def run() -> list[object]:
+    async def run() -> list[Classification | RequestRejected]:
         async with _client(triton_server) as c:
             return await c.classify_many([good, bad, good, bad, good], concurrency=5)
 

@@ -12,17 +12,17 @@ from guard.conversation import (
 
 def test_round_trip() -> None:
     turns = [Turn(Role.USER, "hi ✓"), Turn(Role.AGENT, "hello")]
-    assert turns_from_json(turns_to_json(turns)) == turns
+    assert turns_from_json(turns_to_json(turns)) == tuple(turns)
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
         (b"not json", "not valid JSON"),
-        (b"{}", "JSON list"),
-        (b'[{"role": "system", "content": "x"}]', "role must be"),
-        (b'[{"role": "user", "content": 3}]', "content must be a string"),
-        (b'["hi"]', "must be an object"),
+        (b"{}", "must be a list of turns"),
+        (b'[{"role": "system", "content": "x"}]', r"conversation\[0\]\.role must be"),
+        (b'[{"role": "user", "content": 3}]', r"conversation\[0\] must be"),
+        (b'["hi"]', r"conversation\[0\] must be"),
     ],
 )
 def test_bad_json(raw: bytes, message: str) -> None:

@@ -11,9 +11,10 @@ import pytest
 
 from guard.conversation import ConversationError, Role, Turn
 from guard.encoder import KIND, EncoderHeadGuard, EncoderPrepared, Heads
-from guard.models import MANIFEST, load_guard
+from guard.loaders import MANIFEST, load_guard
+from guard.protocol import RawItem
 from guard.scoring import GuardRequest, ScorerConfig, length_batches
-from guard.serving import GuardService, RawItem, ServiceConfig
+from guard.serving import GuardService, ServiceConfig
 from guard.taxonomy import LLAMA_GUARD_1, MLCOMMONS_HAZARDS, PolicyRegistry
 
 DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -49,10 +50,10 @@ def test_manifest_describes_the_artifact() -> None:
 
 def test_threshold_comes_from_the_manifest_unless_overridden(guard: EncoderHeadGuard) -> None:
     manifest = json.loads((DEFAULT / MANIFEST).read_text())
-    assert guard.cfg.threshold == manifest["threshold"]
+    assert guard.threshold == manifest["threshold"]
     other = load_guard(DEFAULT, ScorerConfig(threshold=0.9))
     assert isinstance(other, EncoderHeadGuard)
-    assert other.cfg.threshold == 0.9
+    assert other.threshold == 0.9
 
 
 def test_scores_are_probabilities_and_rank_sensibly(guard: EncoderHeadGuard) -> None:
@@ -60,7 +61,7 @@ def test_scores_are_probabilities_and_rank_sensibly(guard: EncoderHeadGuard) -> 
     for r in (bad, good):
         assert 0.0 <= r.p_unsafe <= 1.0
         assert r.parse_error is None
-        assert r.unsafe == (r.p_unsafe >= guard.cfg.threshold)
+        assert r.unsafe == (r.p_unsafe >= guard.threshold)
     assert bad.p_unsafe > good.p_unsafe
     assert bad.unsafe and not good.unsafe
     assert good.codes == ()
@@ -194,9 +195,10 @@ def test_serves_through_the_triton_service_logic(guard: EncoderHeadGuard) -> Non
         [[RawItem(conv, b"user", b"llama-guard-1")], [RawItem(bad, b"agent", b"")]]
     )
     first = out[0]
-    assert isinstance(first, list) and first[0].verdict == "unsafe"
-    cats = orjson.loads(first[0].categories_json)
-    assert cats and all(c["code"] in LLAMA_GUARD_1.codes for c in cats)
+    assert isinstance(first, list) and first[0].unsafe
+    cats = first[0].categories
+    assert cats and all(LLAMA_GUARD_1.by_code(c.code).ref == c for c in cats)
+    assert first[0].policy == LLAMA_GUARD_1.ref
     assert isinstance(out[1], str) and out[1].startswith("invalid request: ")
 
 

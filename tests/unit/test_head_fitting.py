@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from guard.encoder import _sigmoid
+from guard.encoder import sigmoid
 from training.default_model import pick_threshold, source_thresholds
 from training.encoder_head import fit_binary, fit_binary_ranked
 
@@ -113,7 +113,7 @@ def test_ranking_pairs_teach_what_labelled_rows_do_not() -> None:
     assert float(ranked.weights[0][1, 0]) > 1.0
     # The pairs reorder without breaking the labelled task: the rows stay separated
     # and the bias still puts the boundary between the classes.
-    p = _sigmoid(ranked(x.astype(np.float32))[:, 0])
+    p = sigmoid(ranked(x.astype(np.float32))[:, 0])
     assert ((p >= 0.5) == y).mean() > 0.95
 
 

@@ -42,11 +42,11 @@ def test_rollback_archives_newer_versions(tmp_path: Path) -> None:
 
 
 def test_binary_report_on_known_numbers() -> None:
-    r = binary_report([True, True, False, False], [0.9, 0.4, 0.6, 0.1], 0.5)
+    r = binary_report([True, True, False, False], [0.9, 0.4, 0.6, 0.1], [True, False, True, False])
     assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
     assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["fpr"] == 0.5
     assert r["auprc"] == pytest.approx(0.8333, abs=1e-3)
-    assert binary_report([True, True], [0.1, 0.2], 0.5)["auprc"] is None
+    assert binary_report([True, True], [0.1, 0.2], [False, False])["auprc"] is None
 
 
 def test_per_category_compares_each_category_with_safe_rows() -> None:

@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from guard.causal_lm import CausalLMGuard
 from guard.conversation import ConversationError, Role, Turn
 from guard.prompt import PromptFormat
-from guard.scoring import CausalLMGuard, GuardRequest, ScorerConfig
+from guard.scoring import GuardRequest, ScorerConfig
 from guard.taxonomy import LLAMA_GUARD_1
 
 TEXTS = [

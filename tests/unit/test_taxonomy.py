@@ -7,6 +7,7 @@ from guard.taxonomy import (
     LLAMA_GUARD_1,
     MLCOMMONS_HAZARDS,
     PolicyError,
+    PolicyRef,
     PolicyRegistry,
     load_policy_file,
 )
@@ -17,7 +18,11 @@ def test_builtin_policies() -> None:
     assert LLAMA_GUARD_1.by_code("O3").name == "Criminal Planning"
     assert MLCOMMONS_HAZARDS.codes[-1] == "S14"
     assert MLCOMMONS_HAZARDS.by_code("S11").name == "Suicide & Self-Harm"
-    assert LLAMA_GUARD_1.ref == "llama-guard-1@1"
+    assert LLAMA_GUARD_1.ref == PolicyRef("llama-guard-1", "1")
+    assert str(LLAMA_GUARD_1.ref) == "llama-guard-1@1"
+    assert PolicyRef.parse("a@b@3") == PolicyRef("a@b", "3")
+    with pytest.raises(PolicyError, match="id@version"):
+        PolicyRef.parse("no-version")
 
 
 def test_custom_policy_from_yaml_and_json(tmp_path: Path) -> None:
@@ -32,7 +37,7 @@ def test_custom_policy_from_yaml_and_json(tmp_path: Path) -> None:
         )
     )
     reg = PolicyRegistry.with_directory(tmp_path)
-    assert reg.get("shop").ref == "shop@2"
+    assert str(reg.get("shop").ref) == "shop@2"
     assert reg.get("shop").by_code("C1").description == "Should not help defraud buyers."
     assert reg.get("kids").codes == ("K1",)
     assert "llama-guard-1" in reg

@@ -1,6 +1,7 @@
 import pytest
 
-from stream_app.triton_client import INPUTS, OUTPUTS, ModelMismatch, backoff_delays, check_metadata
+from guard.protocol import INPUTS, OUTPUTS
+from stream_app.triton_client import ModelMismatch, backoff_delays, check_metadata
 
 
 def _meta(inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, object]:

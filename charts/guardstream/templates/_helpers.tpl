@@ -282,5 +282,4 @@ GUARDSTREAM_TRITON__MODEL_NAME: {{ .Values.triton.modelName | quote }}
 GUARDSTREAM_POLICY__THRESHOLD: {{ .Values.policy.threshold | toString | quote }}
 GUARDSTREAM_POLICY__REVIEW_BAND_LOW: {{ .Values.policy.reviewBandLow | toString | quote }}
 GUARDSTREAM_POLICY__REVIEW_BAND_HIGH: {{ .Values.policy.reviewBandHigh | toString | quote }}
-GUARDSTREAM_POLICY__DEFAULT_POLICY_ID: {{ .Values.policy.defaultPolicyId | quote }}
 {{- end }}

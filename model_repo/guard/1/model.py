@@ -1,4 +1,4 @@
-"""Triton python-backend adapter for the guard model (see guard.serving)."""
+"""Triton python-backend adapter for the guard model (see guard.serving, guard.protocol)."""
 
 import json
 from pathlib import Path
@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from guard.serving import INVALID_REQUEST, GuardService, RawItem, ServiceConfig
-
-_INPUTS = ("CONVERSATION", "SIDE", "POLICY_ID")
+from guard.protocol import INPUTS, INVALID_REQUEST, RawItem, encode_categories, verdict_word
+from guard.serving import GuardService, ServiceConfig
 
 
 class TritonPythonModel:
@@ -21,7 +20,7 @@ class TritonPythonModel:
     def execute(self, requests):
         batches = []
         for request in requests:
-            cols = [pb_utils.get_input_tensor_by_name(request, n) for n in _INPUTS]
+            cols = [pb_utils.get_input_tensor_by_name(request, n) for n in INPUTS]
             if any(c is None for c in cols):
                 batches.append(None)
                 continue
@@ -31,33 +30,23 @@ class TritonPythonModel:
         responses = []
         for items in batches:
             result = (
-                INVALID_REQUEST + "needs CONVERSATION, SIDE and POLICY_ID"
-                if items is None
-                else next(answers)
+                INVALID_REQUEST + "needs " + ", ".join(INPUTS) if items is None else next(answers)
             )
             if isinstance(result, str):
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(result)))
                 continue
+            columns = {
+                "P_UNSAFE": np.array([[a.p_unsafe] for a in result], np.float32),
+                "VERDICT": np.array([[verdict_word(a.unsafe)] for a in result], np.object_),
+                "CATEGORIES": np.array(
+                    [[encode_categories(a.categories)] for a in result], np.object_
+                ),
+                "PARSE_ERROR": np.array([[a.parse_error] for a in result], bool),
+                "POLICY": np.array([[str(a.policy).encode()] for a in result], np.object_),
+            }
             responses.append(
                 pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor(
-                            "P_UNSAFE", np.array([[a.p_unsafe] for a in result], np.float32)
-                        ),
-                        pb_utils.Tensor(
-                            "VERDICT", np.array([[a.verdict] for a in result], np.object_)
-                        ),
-                        pb_utils.Tensor(
-                            "CATEGORIES",
-                            np.array([[a.categories_json] for a in result], np.object_),
-                        ),
-                        pb_utils.Tensor(
-                            "PARSE_ERROR", np.array([[a.parse_error] for a in result], bool)
-                        ),
-                        pb_utils.Tensor(
-                            "POLICY", np.array([[a.policy_ref] for a in result], np.object_)
-                        ),
-                    ]
+                    output_tensors=[pb_utils.Tensor(n, v) for n, v in columns.items()]
                 )
             )
         return responses

@@ -1,10 +1,12 @@
-"""Loading a guard model from a checkpoint directory, whatever its kind.
+"""The loader registry: a checkpoint directory -> the guard model of its kind.
 
 * a Hugging Face causal-LM directory (Llama Guard 1/2/3, or one fine-tuned by
-  ``training/``): :class:`guard.scoring.CausalLMGuard`;
+  ``training/``): :class:`guard.causal_lm.CausalLMGuard`;
 * a directory with a ``guardstream-model.json`` manifest naming another kind
   (see ``MODEL_KINDS``), e.g. ``encoder-head`` (:mod:`guard.encoder`, the
   shipped ``models/default``).
+
+Loaders import their model code lazily: only the kind in use is imported.
 """
 
 from __future__ import annotations
@@ -12,26 +14,34 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from guard.scoring import CausalLMGuard, Guard, ScorerConfig
+from guard.scoring import Guard, ScorerConfig
 
 MANIFEST = "guardstream-model.json"
 
 
-def _load_encoder_head(path: Path, cfg: ScorerConfig) -> Guard:
-    from guard.encoder import EncoderHeadGuard  # lazy: only this kind needs it
+def _load_causal_lm(path: Path, cfg: ScorerConfig) -> Guard[Any]:
+    from guard.causal_lm import CausalLMGuard
+
+    return CausalLMGuard.load(path, cfg)
+
+
+def _load_encoder_head(path: Path, cfg: ScorerConfig) -> Guard[Any]:
+    from guard.encoder import EncoderHeadGuard
 
     return EncoderHeadGuard.load(path, cfg)
 
 
 #: kind -> loader(checkpoint_dir, scorer_config); extended by other model kinds.
-MODEL_KINDS: dict[str, Callable[[Path, ScorerConfig], Guard]] = {
-    "causal-lm": lambda path, cfg: CausalLMGuard.load(path, cfg),
+MODEL_KINDS: dict[str, Callable[[Path, ScorerConfig], Guard[Any]]] = {
+    "causal-lm": _load_causal_lm,
     "encoder-head": _load_encoder_head,
 }
 
 
-def read_manifest(checkpoint: Path) -> dict[str, object]:
+def read_manifest(checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's manifest; a directory without one is a causal LM."""
     path = checkpoint / MANIFEST
     if not path.exists():
         return {"kind": "causal-lm"}
@@ -41,7 +51,7 @@ def read_manifest(checkpoint: Path) -> dict[str, object]:
     return data
 
 
-def load_guard(checkpoint: Path | str, config: ScorerConfig | None = None) -> Guard:
+def load_guard(checkpoint: Path | str, config: ScorerConfig | None = None) -> Guard[Any]:
     checkpoint = Path(checkpoint)
     kind = str(read_manifest(checkpoint)["kind"])
     try:

@@ -1,0 +1,312 @@
+"""The Llama Guard method: a causal LM scores a turn with one forward pass.
+
+Score = P(first answer token is ``unsafe``), the softmax over the first-step
+logits of the ``safe`` and ``unsafe`` tokens (ids looked up from the
+tokenizer). A turn whose most likely first token is neither word is a parse
+error: it is reported unsafe and flagged, never safe. The category line is
+decoded only for unsafe turns. Kind ``causal-lm`` in :mod:`guard.loaders`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from guard.answer import AnswerParseError, parse_answer
+from guard.conversation import ConversationError, Role, Turn, check_conversation
+from guard.prompt import ANSWER_SEPARATOR, PromptFormat, prompt_prefix, render_prompt
+from guard.scoring import GuardRequest, GuardResult, ScorerConfig, length_batches
+from guard.taxonomy import Category, Policy, PolicyRef
+
+log = logging.getLogger(__name__)
+
+
+#: Prompts checked for one side under one policy share their prefix.
+PrefixKey = tuple[PolicyRef, Role]
+
+
+@dataclass(frozen=True, slots=True)
+class CausalLMPrepared:
+    """A validated request as prompt token ids."""
+
+    policy: Policy
+    ids: list[int]
+    #: Leading tokens shared by every prompt with this ``prefix_key`` (0: none).
+    prefix_len: int = 0
+    prefix_key: PrefixKey | None = None
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs, fp32 on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def first_answer_token(tokenizer: object, prompt: str, word: str) -> int:
+    """The id of ``word``'s first token when it directly follows ``prompt``.
+
+    Tokenizing the prompt with and without the word keeps this right for
+    SentencePiece (leading-space pieces) and byte-level BPE alike.
+    """
+    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    full = tokenizer(prompt + word, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    if full[: len(base)] != base or len(full) <= len(base):
+        raise ValueError(f"the tokenizer merges the answer {word!r} into the prompt's end")
+    return int(full[len(base)])
+
+
+def answer_token_ids(tokenizer: object, fmt: PromptFormat) -> tuple[int, int]:
+    """``(safe_id, unsafe_id)``: the first tokens of the two answers in format ``fmt``."""
+    sample = render_prompt((Turn(Role.USER, "hi"),), Role.USER, _SAMPLE_POLICY, fmt)
+    sep = ANSWER_SEPARATOR[fmt]
+    safe = first_answer_token(tokenizer, sample, sep + "safe")
+    unsafe = first_answer_token(tokenizer, sample, sep + "unsafe")
+    if safe == unsafe:
+        raise ValueError("'safe' and 'unsafe' start with the same token in this tokenizer")
+    return safe, unsafe
+
+
+class CausalLMGuard:
+    """A Llama-Guard-style causal LM behind a batch ``score`` call."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: object,
+        config: ScorerConfig | None = None,
+        name: str = "",
+    ) -> None:
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.cfg = config or ScorerConfig()
+        self.threshold = self.cfg.threshold_or(None)
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.specials = tuple(
+            sorted(set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab()))  # type: ignore[attr-defined]
+        )
+        self.bos_id: int | None = tokenizer.bos_token_id  # type: ignore[attr-defined]
+        pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
+        self.pad_id: int = pad if pad is not None else (tokenizer.eos_token_id or 0)  # type: ignore[attr-defined]
+        self.safe_id, self.unsafe_id = answer_token_ids(tokenizer, self.cfg.prompt_format)
+        self._prefixes: dict[PrefixKey, tuple[list[int], Any]] = {}
+        self._head = model.get_output_embeddings()  # type: ignore[operator]
+        self._body: torch.nn.Module = model.base_model  # type: ignore[assignment]
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: Path | str,
+        config: ScorerConfig | None = None,
+        device: torch.device | None = None,
+    ) -> CausalLMGuard:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = device or pick_device()
+        tok = AutoTokenizer.from_pretrained(str(checkpoint))
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=pick_dtype(device))
+        model.to(device)  # type: ignore[arg-type]
+        return cls(model, tok, config, name=Path(checkpoint).name)
+
+    # -- prompts ---------------------------------------------------------------
+
+    def encode(self, req: GuardRequest) -> list[int]:
+        """Token ids of the prompt; the oldest context turns are dropped to fit.
+
+        Raises :class:`ConversationError` when even the turn alone is too long.
+        """
+        for start in range(len(req.turns)):
+            turns = req.turns[start:]
+            try:
+                check_conversation(turns, req.side)
+            except ConversationError:
+                break
+            ids = self._ids(self.render(turns, req.side, req.policy))
+            if len(ids) <= self.cfg.max_prompt_tokens:
+                return ids
+        raise ConversationError(
+            f"the turn does not fit in {self.cfg.max_prompt_tokens} prompt tokens"
+        )
+
+    def render(self, turns: Sequence[Turn], side: Role, policy: Policy) -> str:
+        return render_prompt(
+            turns,
+            side,
+            policy,
+            self.cfg.prompt_format,
+            with_descriptions=self.cfg.with_descriptions,
+            special_tokens=self.specials,
+        )
+
+    def _ids(self, text: str) -> list[int]:
+        ids: list[int] = self.tok(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        return ([self.bos_id] if self.bos_id is not None else []) + ids
+
+    # -- scoring ---------------------------------------------------------------
+
+    def prepare(self, req: GuardRequest) -> CausalLMPrepared:
+        ids = self.encode(req)
+        if not self.cfg.prefix_cache:
+            return CausalLMPrepared(req.policy, ids)
+        key = (req.policy.ref, req.side)
+        prefix = self._prefix_ids(key, req.side, req.policy)
+        if ids[: len(prefix)] != prefix or len(ids) == len(prefix):
+            return CausalLMPrepared(req.policy, ids)  # tokenization merged across the boundary
+        return CausalLMPrepared(req.policy, ids, len(prefix), key)
+
+    def _prefix_ids(self, key: PrefixKey, side: Role, policy: Policy) -> list[int]:
+        if key not in self._prefixes:
+            text = prompt_prefix(
+                side, policy, self.cfg.prompt_format, with_descriptions=self.cfg.with_descriptions
+            )
+            self._prefixes[key] = (self._ids(text), None)
+        return self._prefixes[key][0]
+
+    def score_prepared(self, items: Sequence[CausalLMPrepared]) -> list[GuardResult]:
+        """Score prepared items; those sharing a cached prefix run only their suffix."""
+        results: list[GuardResult | None] = [None] * len(items)
+        groups: dict[PrefixKey | None, list[int]] = {}
+        for i, p in enumerate(items):
+            groups.setdefault(p.prefix_key if p.prefix_len else None, []).append(i)
+        for key, idx in groups.items():
+            scored = (
+                self.score_ids([items[i].ids for i in idx], [items[i].policy for i in idx])
+                if key is None
+                else self._score_cached(key, [items[i] for i in idx])
+            )
+            for i, r in zip(idx, scored, strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _score_cached(self, key: PrefixKey, items: Sequence[CausalLMPrepared]) -> list[GuardResult]:
+        prefix, cache = self._prefixes[key]
+        if cache is None:
+            ids = torch.tensor([prefix], device=self.device)
+            cache = self._body(input_ids=ids, use_cache=True).past_key_values
+            self._prefixes[key] = (prefix, cache)
+        suffixes = [p.ids[len(prefix) :] for p in items]
+        results: list[GuardResult | None] = [None] * len(items)
+        for chunk in self._length_batches(suffixes):
+            logits = self._suffix_logits(cache, len(prefix), [suffixes[i] for i in chunk])
+            for j, r in enumerate(self._results(logits, [items[i] for i in chunk])):
+                results[chunk[j]] = r
+        return [r for r in results if r is not None]
+
+    def _results(
+        self, logits: torch.Tensor, items: Sequence[CausalLMPrepared]
+    ) -> list[GuardResult]:
+        pair = torch.stack([logits[:, self.safe_id], logits[:, self.unsafe_id]], dim=1)
+        p_unsafe = torch.softmax(pair.float(), dim=1)[:, 1].tolist()
+        top = logits.argmax(dim=1).tolist()
+        return [self._verdict(p.ids, p.policy, p_unsafe[j], top[j]) for j, p in enumerate(items)]
+
+    def _suffix_logits(
+        self, cache: Any, prefix_len: int, batch: Sequence[list[int]]
+    ) -> torch.Tensor:
+        """Next-token logits after prefix + each suffix, reusing the prefix's KV cache."""
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(batch))
+        ids, mask, lengths = self._right_padded(batch)
+        full_mask = torch.cat(
+            [torch.ones((len(batch), prefix_len), dtype=mask.dtype, device=self.device), mask],
+            dim=1,
+        )
+        positions = (prefix_len + torch.arange(ids.shape[1], device=self.device)).expand_as(ids)
+        hidden = self._body(
+            input_ids=ids,
+            attention_mask=full_mask,
+            position_ids=positions,
+            past_key_values=past,
+            use_cache=True,
+        ).last_hidden_state
+        last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
+        return self._head(last).float()
+
+    def score(self, requests: Sequence[GuardRequest]) -> list[GuardResult]:
+        """Score already-validated requests (see :meth:`encode` for the limits)."""
+        return self.score_prepared([self.prepare(r) for r in requests])
+
+    @torch.inference_mode()
+    def score_ids(
+        self, encoded: Sequence[list[int]], policies: Sequence[Policy]
+    ) -> list[GuardResult]:
+        results: list[GuardResult | None] = [None] * len(encoded)
+        for chunk in self._length_batches(encoded):
+            logits = self._first_step_logits([encoded[i] for i in chunk])
+            pair = torch.stack([logits[:, self.safe_id], logits[:, self.unsafe_id]], dim=1)
+            p_unsafe = torch.softmax(pair.float(), dim=1)[:, 1].tolist()
+            top = logits.argmax(dim=1).tolist()
+            for j, i in enumerate(chunk):
+                results[i] = self._verdict(encoded[i], policies[i], p_unsafe[j], top[j])
+        return [r for r in results if r is not None]
+
+    def _verdict(self, ids: list[int], policy: Policy, p: float, top: int) -> GuardResult:
+        if top not in (self.safe_id, self.unsafe_id):
+            return GuardResult(p, True, (), "first answer token is neither 'safe' nor 'unsafe'")
+        if p < self.threshold:
+            return GuardResult(p, False, ())
+        if not self.cfg.decode_categories:
+            return GuardResult(p, True, ())
+        text = self._decode_answer(ids)
+        try:
+            parsed = parse_answer(text, policy.codes)
+        except AnswerParseError as exc:
+            return GuardResult(p, True, (), str(exc))
+        if not parsed.unsafe:
+            return GuardResult(p, True, (), "score says unsafe but the answer says safe")
+        return GuardResult(p, True, parsed.codes)
+
+    def _decode_answer(self, ids: list[int]) -> str:
+        """Greedy decode of the category line after a forced ``unsafe`` token."""
+        prompt = torch.tensor([[*ids, self.unsafe_id]], device=self.device)
+        out = self.model.generate(  # type: ignore[operator]
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=self.cfg.max_answer_tokens,
+            do_sample=False,
+            pad_token_id=self.pad_id,
+        )
+        new = out[0, len(ids) :].tolist()
+        return self.tok.decode(new, skip_special_tokens=True)  # type: ignore[attr-defined]
+
+    def _length_batches(self, encoded: Sequence[list[int]]) -> list[list[int]]:
+        return length_batches(
+            [len(x) for x in encoded], self.cfg.max_batch, self.cfg.max_batch_tokens
+        )
+
+    def _right_padded(
+        self, batch: Sequence[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lengths = torch.tensor([len(x) for x in batch], device=self.device)
+        width = int(lengths.max())
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq, device=self.device)
+            mask[row, : len(seq)] = 1
+        return ids, mask, lengths
+
+    def _first_step_logits(self, batch: Sequence[list[int]]) -> torch.Tensor:
+        """Full-vocabulary logits of the next token after each prompt, [B, V].
+
+        Right padding keeps every real token at its true position; only the last
+        real position of each row goes through the output head.
+        """
+        ids, mask, lengths = self._right_padded(batch)
+        hidden = self._body(input_ids=ids, attention_mask=mask).last_hidden_state
+        last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
+        return self._head(last).float()
+
+
+#: Any policy renders the same prompt ending; this one finds the answer token ids.
+_SAMPLE_POLICY = Policy("sample", "1", (Category("X1", "x"),))

@@ -1,0 +1,73 @@
+"""The moderation step's rules, as pure functions: what the guard sees, what goes where.
+
+* :func:`conversation_for`: the conversation a turn is judged in;
+* :func:`review_reasons`: whether (and why) a verdict goes to human review;
+* :func:`verdict_for`: the verdict event of a turn and the model's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from guard.conversation import Role, Turn
+from guard.events import ChatTurn, Decision, ReviewReason, VerdictEvent, now_rfc3339, verdict_id
+from guard.protocol import Classification
+
+#: The user turn put before an agent turn whose user turn is unknown.
+MISSING_USER_TURN = "[earlier conversation unavailable]"
+
+
+def conversation_for(turn: ChatTurn, history: Sequence[Turn], max_context: int) -> tuple[Turn, ...]:
+    """The turns the guard sees: the last ``max_context`` turns of context (from the
+    event, else ``history``) and this turn.
+
+    An agent turn with no known user turn before it gets a placeholder user turn
+    so that it can still be checked as a response.
+    """
+    context = turn.context if turn.context is not None else tuple(history)
+    context = tuple(context[-max_context:]) if max_context else ()
+    turns = (*context, Turn(turn.role, turn.content))
+    if turn.role is Role.AGENT and not any(t.role is Role.USER for t in context):
+        turns = (Turn(Role.USER, MISSING_USER_TURN), *turns)
+    return turns
+
+
+def review_reasons(
+    unsafe: bool, parse_error: bool, p_unsafe: float, band: tuple[float, float]
+) -> tuple[ReviewReason, ...]:
+    """Why a verdict goes to human review (empty: it does not)."""
+    reasons = []
+    if unsafe:
+        reasons.append(ReviewReason.UNSAFE)
+    if parse_error:
+        reasons.append(ReviewReason.PARSE_ERROR)
+    if band[0] <= p_unsafe <= band[1]:
+        reasons.append(ReviewReason.UNCERTAIN)
+    return tuple(reasons)
+
+
+def verdict_for(
+    turn: ChatTurn, r: Classification, context_turns: int, band: tuple[float, float]
+) -> VerdictEvent:
+    """The verdict event for ``turn`` judged as ``r`` with ``context_turns`` turns before it."""
+    a = r.answer
+    return VerdictEvent(
+        verdict_id=verdict_id(turn.event_id, r.model_name, r.model_version, a.policy),
+        event_id=turn.event_id,
+        conversation_id=turn.conversation_id,
+        turn_index=turn.turn_index,
+        role=turn.role.value,
+        verdict=Decision.UNSAFE if a.unsafe else Decision.SAFE,
+        p_unsafe=round(a.p_unsafe, 6),
+        categories=a.categories,
+        parse_error=a.parse_error,
+        review_reasons=review_reasons(a.unsafe, a.parse_error, a.p_unsafe, band),
+        policy=a.policy,
+        model_name=r.model_name,
+        model_version=r.model_version,
+        context_turns=context_turns,
+        latency_ms=round(r.latency_ms, 3),
+        turn_timestamp=turn.timestamp,
+        decided_at=now_rfc3339(),
+        tenant=turn.tenant,
+    )

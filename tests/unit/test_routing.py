@@ -1,0 +1,64 @@
+import orjson
+
+from guard.conversation import Role, Turn
+from guard.events import ChatTurn, Decision, ReviewReason
+from guard.protocol import Classification, ItemAnswer
+from guard.taxonomy import CategoryRef, PolicyRef
+from stream_app.routing import MISSING_USER_TURN, conversation_for, review_reasons, verdict_for
+
+BAND = (0.35, 0.65)
+
+
+def test_review_reasons() -> None:
+    assert review_reasons(False, False, 0.1, BAND) == ()
+    assert review_reasons(False, False, 0.4, BAND) == (ReviewReason.UNCERTAIN,)
+    assert review_reasons(True, False, 0.9, BAND) == (ReviewReason.UNSAFE,)
+    assert review_reasons(True, True, 0.5, BAND) == (
+        ReviewReason.UNSAFE,
+        ReviewReason.PARSE_ERROR,
+        ReviewReason.UNCERTAIN,
+    )
+
+
+def _turn(role: Role, context: tuple[Turn, ...] | None = None) -> ChatTurn:
+    return ChatTurn("e", "c", 3, role, "now", "2026-11-28T10:00:00Z", context=context)
+
+
+def test_conversation_for_prefers_event_context_and_caps_it() -> None:
+    history = (Turn(Role.USER, "cached"),)
+    ctx = tuple(Turn(Role.USER, str(i)) for i in range(5))
+    assert conversation_for(_turn(Role.AGENT, ctx), history, 2) == (
+        Turn(Role.USER, "3"),
+        Turn(Role.USER, "4"),
+        Turn(Role.AGENT, "now"),
+    )
+    assert conversation_for(_turn(Role.AGENT), history, 8) == (
+        Turn(Role.USER, "cached"),
+        Turn(Role.AGENT, "now"),
+    )
+    assert conversation_for(_turn(Role.USER), history, 0) == (Turn(Role.USER, "now"),)
+
+
+def test_agent_turn_without_any_user_turn_gets_a_placeholder() -> None:
+    turns = conversation_for(_turn(Role.AGENT), (), 8)
+    assert turns[0] == Turn(Role.USER, MISSING_USER_TURN)
+    assert turns[-1] == Turn(Role.AGENT, "now")
+
+
+def test_verdict_carries_the_answer_and_keeps_its_wire_shape() -> None:
+    answer = ItemAnswer(
+        p_unsafe=0.9123456789,
+        unsafe=True,
+        categories=(CategoryRef("O3", "Criminal Planning"),),
+        parse_error=False,
+        policy=PolicyRef("llama-guard-1", "1"),
+    )
+    turn = ChatTurn("e1", "c1", 0, Role.USER, "x", "2026-11-28T10:00:00Z", tenant="acme")
+    v = verdict_for(turn, Classification(answer, "guard", "2", 12.34567), 0, BAND)
+    assert v.verdict is Decision.UNSAFE and v.review_reasons == (ReviewReason.UNSAFE,)
+    wire = orjson.loads(v.to_json())
+    assert wire["categories"] == [{"code": "O3", "name": "Criminal Planning"}]
+    assert (wire["policy_id"], wire["policy_version"]) == ("llama-guard-1", "1")
+    assert (wire["p_unsafe"], wire["latency_ms"]) == (0.912346, 12.346)
+    assert (wire["model_name"], wire["model_version"], wire["tenant"]) == ("guard", "2", "acme")
+    assert "policy" not in wire
