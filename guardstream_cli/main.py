@@ -213,7 +213,7 @@ def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_train_default(args: argparse.Namespace, s: Settings) -> int:
-    from training.default_model import build_default_model
+    from training.default_model.recipe import build_default_model
 
     report = build_default_model(Path(args.out), Path(args.splits) if args.splits else None)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
@@ -221,7 +221,7 @@ def cmd_train_default(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_public_splits(args: argparse.Namespace, s: Settings) -> int:
-    from training.public_data import write_splits
+    from training.public_data.splits import write_splits
 
     summary = write_splits(Path(args.out))
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())

@@ -83,7 +83,7 @@ def fit_binary(
     return logistic_dense(model)
 
 
-_BIAS_FEATURE = 10.0
+BIAS_FEATURE = 10.0
 
 
 def fit_binary_ranked(
@@ -105,7 +105,7 @@ def fit_binary_ranked(
     stands in for the bias (``fit_intercept=False``); each pair difference enters
     twice, as ``(d, 0) -> 1`` and ``(-d, 0) -> 0``, which is the same loss counted
     twice, so each copy gets half the pair's weight. The constant is large
-    (``_BIAS_FEATURE``) so that the L2 penalty on its weight barely touches the bias.
+    (``BIAS_FEATURE``) so that the L2 penalty on its weight barely touches the bias.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -114,7 +114,7 @@ def fit_binary_ranked(
     if len(pairs) == 0:
         raise ValueError("no pairs: use fit_binary")
     d = pairs[:, 1] - pairs[:, 0]
-    rows = np.hstack([x, np.full((len(x), 1), _BIAS_FEATURE)])
+    rows = np.hstack([x, np.full((len(x), 1), BIAS_FEATURE)])
     diffs = np.hstack([np.vstack([d, -d]), np.zeros((2 * len(d), 1))])
     each = pair_weight * float(weight.sum()) / (2 * len(d))
     model = LogisticRegression(C=c, max_iter=5000, fit_intercept=False)
@@ -126,7 +126,7 @@ def fit_binary_ranked(
     coef = model.coef_[0]
     return Dense(
         (coef[:-1, None].astype(np.float32),),
-        (np.array([coef[-1] * _BIAS_FEATURE], np.float32),),
+        (np.array([coef[-1] * BIAS_FEATURE], np.float32),),
     )
 
 

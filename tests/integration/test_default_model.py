@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def test_shipped_model_through_triton_separates_unsafe_from_benign(tmp_path: Path) -> None:
     import csv
 
-    from training.public_data import datasets_root
+    from training.public_data.catalogue import datasets_root
 
     sst = datasets_root() / "simplesafetytests"
     files = sorted(sst.glob("*.csv"))

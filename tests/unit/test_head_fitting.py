@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from guard.encoder import sigmoid
-from training.default_model import pick_threshold, source_thresholds
+from training.default_model.thresholds import pick_threshold, source_thresholds
 from training.encoder_head import fit_binary, fit_binary_ranked
 
 
@@ -73,7 +73,7 @@ def _stated_objective_minimum(
     + |coef|^2 / 2 + (b / bias_feature)^2 / 2."""
     from scipy.optimize import minimize
 
-    from training.encoder_head import _BIAS_FEATURE
+    from training.encoder_head import BIAS_FEATURE
 
     d = pairs[:, 1] - pairs[:, 0]
     sign = np.where(y, 1.0, -1.0)
@@ -82,7 +82,7 @@ def _stated_objective_minimum(
         coef, b = theta[:-1], theta[-1]
         rows = np.logaddexp(0.0, -sign * (x @ coef + b)) @ w
         ranks = np.logaddexp(0.0, -(d @ coef)).sum() * pw * w.sum() / len(d)
-        return float(c * (rows + ranks) + coef @ coef / 2 + (b / _BIAS_FEATURE) ** 2 / 2)
+        return float(c * (rows + ranks) + coef @ coef / 2 + (b / BIAS_FEATURE) ** 2 / 2)
 
     return minimize(f, np.zeros(x.shape[1] + 1), method="BFGS", options={"gtol": 1e-8}).x
 

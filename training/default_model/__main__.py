@@ -1,0 +1,3 @@
+from training.default_model.recipe import main
+
+raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The catalogue of public datasets: what each source is, its license, its role.
+
+One :class:`SourceInfo` per source; the roles decide the splits
+(:mod:`training.public_data.splits`) and the table in ``SOURCES.md`` is
+generated from it (``python -m training.public_data.catalogue``; a test keeps
+it current). Also here: where the raw copies live and the split constants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: shared/ lies beside the repository (developers' checkouts and CI's clone alike).
+DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+DATASETS_ENV = "GUARDSTREAM_DATASETS"
+WORKPLACE_ROOT = Path("/work/shared/datasets")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENIGN_FILE = REPO_ROOT / "data" / "benign_hard_negatives.jsonl"
+SELF_HARM_FILE = REPO_ROOT / "data" / "self_harm_intent.jsonl"
+TEMPLATES_FILE = REPO_ROOT / "data" / "benign_templates.json"
+
+VALIDATION_FRACTION = 0.15
+BENIGN_HELDOUT_FRACTION = 0.5
+SPLIT_SEED = "guardstream-public-v1"
+HH_HELDOUT_PAIRS = 500
+OWN_SPLIT_SEED = SPLIT_SEED + ":benign-heldout"
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    name: str
+    license: str
+    origin: str
+    # "train" | "heldout" | "eval-only" | "split" (hash-split between train and heldout)
+    # | "pairs" (preference pairs: some held out, the rest train a ranking term)
+    role: str
+    what: str
+
+
+SOURCES: tuple[SourceInfo, ...] = (
+    SourceInfo(
+        "harmbench",
+        "MIT",
+        "centerforaisafety/HarmBench via busycalibrating/AdversariaLLM@f970939",
+        "train",
+        "unsafe prompts (standard + contextual; copyright and misinformation dropped)",
+    ),
+    SourceInfo(
+        "advbench",
+        "MIT",
+        "llm-attacks/AdvBench via YancyKahn/PocoGCG@131c890",
+        "train",
+        "unsafe prompts; the goal + affirmative target as an unsafe response; harmful strings",
+    ),
+    SourceInfo(
+        "strongreject",
+        "MIT",
+        "alexandrasouly/strongreject via AdversariaLLM@f970939",
+        "train",
+        "unsafe prompts (disinformation dropped)",
+    ),
+    SourceInfo(
+        "malicious_instruct",
+        "MIT",
+        "Princeton-SysML/Jailbreak_LLM (MaliciousInstruct) via AdversariaLLM@f970939",
+        "train",
+        "unsafe prompts",
+    ),
+    SourceInfo(
+        "toxigen",
+        "MIT",
+        "microsoft/TOXIGEN@01517e8 prompts/",
+        "train",
+        "hate (unsafe O1) / neutral (safe) statements about 16 groups, as prompts and as "
+        "agent answers to a fixed question",
+    ),
+    SourceInfo(
+        "do_not_answer",
+        "Apache-2.0",
+        "Libr-AI/do-not-answer data_en.csv",
+        "train",
+        "6 model responses per risky prompt with human harmful 0/1 labels; prompts of "
+        "clear-cut types as prompt rows",
+    ),
+    SourceInfo(
+        "guardstream_benign",
+        "Apache-2.0 (written for this project)",
+        "data/benign_hard_negatives.jsonl",
+        "split",
+        "benign hard negatives (fiction, history, safety/medical advice, security "
+        "education, dark humour, everyday tasks); half train, half held out by hash",
+    ),
+    SourceInfo(
+        "guardstream_selfharm",
+        "Apache-2.0 (written for this project)",
+        "data/self_harm_intent.jsonl",
+        "split",
+        "first-person disclosures of self-harm or suicidal intent, plans or acts (unsafe "
+        "O6: a moderation service routes them to care); half train, half held out by hash",
+    ),
+    SourceInfo(
+        "guardstream_templates",
+        "Apache-2.0 (written for this project)",
+        "data/benign_templates.json",
+        "train",
+        "benign everyday requests: each template combined with each of its fillers",
+    ),
+    SourceInfo(
+        "ailuminate",
+        "CC-BY-4.0",
+        "mlcommons/ailuminate@769cc2b demo en_US",
+        "heldout",
+        "unsafe prompts, LG1-scope hazards only",
+    ),
+    SourceInfo(
+        "simplesafetytests",
+        "CC-BY-4.0",
+        "bertiev/SimpleSafetyTests@d7aee9a",
+        "heldout",
+        "unsafe prompts",
+    ),
+    SourceInfo(
+        "dices_990",
+        "CC-BY-4.0",
+        "google-research-datasets/dices-dataset via dmg-illc/JUDGE-BENCH",
+        "heldout",
+        "multi-turn conversations, crowd majority safety rating of the last agent turn",
+    ),
+    SourceInfo(
+        "dices_350",
+        "CC-BY-4.0",
+        "google-research-datasets/dices-dataset via dmg-illc/JUDGE-BENCH",
+        "heldout",
+        "multi-turn adversarial conversations, expert safety rating of the last agent turn",
+    ),
+    SourceInfo(
+        "alpaca_harmless",
+        "CC-BY-NC-4.0 (evaluation only, never trained on)",
+        "refusal_direction harmless_test (alpaca) via AdversariaLLM@f970939",
+        "eval-only",
+        "1,000 benign everyday instructions (sampled by hash)",
+    ),
+    SourceInfo(
+        "hh_rlhf",
+        "MIT",
+        "anthropics/hh-rlhf@354e5c3 harmless-base/test.jsonl.gz",
+        "pairs",
+        "preference pairs (chosen vs rejected last assistant turn), no labels; "
+        "500 held out by hash, the rest train the response head's ranking term",
+    ),
+)
+SOURCE_INFO = {s.name: s for s in SOURCES}
+TRAIN_SOURCES = tuple(s.name for s in SOURCES if s.role == "train")
+SPLIT_SOURCES = tuple(s.name for s in SOURCES if s.role == "split")
+HELDOUT_SOURCES = tuple(s.name for s in SOURCES if s.role in ("heldout", "eval-only"))
+#: Unlabelled preference pairs: held out by row (``heldout_pairs``), the rest trained on.
+PAIR_SOURCES = tuple(s.name for s in SOURCES if s.role == "pairs")
+
+
+def datasets_root(root: Path | None = None) -> Path:
+    """The raw dataset folder; a missing one is an error, never an empty dataset.
+
+    ``root``, else ``$GUARDSTREAM_DATASETS``, else shared/datasets beside the
+    repository, else the workplace's ``/work/shared/datasets``.
+    """
+    given = root or os.environ.get(DATASETS_ENV)
+    candidates = [Path(given)] if given else [DEFAULT_ROOT, WORKPLACE_ROOT]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(
+        f"public datasets folder missing (looked in {', '.join(map(str, candidates))}; "
+        f"set ${DATASETS_ENV})"
+    )
+
+
+def stable_fraction(key: str, seed: str = SPLIT_SEED) -> float:
+    """A number in [0, 1) fixed by ``key`` (SHA-256), the same on every machine and run."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+#: SOURCES.md's table lies between these two lines.
+TABLE_BEGIN = "<!-- sources table: generated by python -m training.public_data.catalogue -->"
+TABLE_END = "<!-- end of sources table -->"
+ROLE_USE = {
+    "train": "training",
+    "heldout": "held-out evaluation",
+    "eval-only": "evaluation only, never trained on",
+    "split": "half training, half held-out evaluation (hash split)",
+    "pairs": f"preference pairs: {HH_HELDOUT_PAIRS} held out, the rest train a ranking term",
+}
+
+
+def sources_markdown() -> str:
+    """The table of :data:`SOURCES` as ``SOURCES.md`` shows it."""
+    lines = [
+        TABLE_BEGIN,
+        "| source | origin | license | use | rows |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SOURCES:
+        lines.append(f"| `{s.name}` | {s.origin} | {s.license} | {ROLE_USE[s.role]} | {s.what} |")
+    return "\n".join([*lines, TABLE_END])
+
+
+if __name__ == "__main__":
+    print(sources_markdown())
