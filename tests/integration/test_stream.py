@@ -40,7 +40,7 @@ def _metrics(port: int) -> dict[str, float]:
 
 
 def _expected_id(event_id: str) -> str:
-    return verdict_id(event_id, "guard", "1", "llama-guard-1@1")
+    return verdict_id(event_id, "guard", "1", LLAMA_GUARD_1.ref)
 
 
 def test_n_turns_in_exactly_n_verdicts_with_expected_ids(
@@ -48,15 +48,17 @@ def test_n_turns_in_exactly_n_verdicts_with_expected_ids(
 ) -> None:
     s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
     turns = make_turns(60)
-    with worker_process(s, tmp_path / "worker.log"):
+    with worker_process(s, tmp_path / "worker.log") as worker:
         send_turns(s, turns)
         verdicts = collect(s, s.topics.verdicts, count=len(turns), timeout_s=120)
+        maps = Path(f"/proc/{worker.pid}/maps").read_text()
         extra = collect(s, s.topics.verdicts, count=len(turns) + 1, timeout_s=3)
         metrics = _metrics(s.worker.web_port)
         health = orjson.loads(
             urllib.request.urlopen(f"http://127.0.0.1:{s.worker.web_port}/healthz").read()
         )
     assert health["status"] == "ok"
+    assert "/torch/" not in maps, "the worker process must not load torch"
     assert metrics["guardstream_turns_in_total"] == len(turns)
     assert sum(v for k, v in metrics.items() if k.startswith("guardstream_verdicts_total")) == len(
         turns

@@ -13,7 +13,7 @@ from guard.conversation import ConversationError, Role, Turn
 from guard.encoder import KIND, EncoderHeadGuard, EncoderPrepared, Heads
 from guard.loaders import MANIFEST, load_guard
 from guard.protocol import RawItem
-from guard.scoring import GuardRequest, ScorerConfig, length_batches
+from guard.scoring import GuardRequest, ScorerConfig
 from guard.serving import GuardService, ServiceConfig
 from guard.taxonomy import LLAMA_GUARD_1, MLCOMMONS_HAZARDS, PolicyRegistry
 
@@ -167,15 +167,6 @@ def test_batch_equals_one_at_a_time(guard: EncoderHeadGuard) -> None:
         assert abs(a.p_unsafe - b.p_unsafe) < 1e-5
         assert a.unsafe == b.unsafe and a.codes == b.codes
     assert guard.score([]) == []
-
-
-def test_length_batches_respect_both_budgets() -> None:
-    lengths = [5, 100, 7, 100, 50, 6]
-    batches = length_batches(lengths, max_batch=2, max_tokens=150)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:
-        assert len(b) <= 2
-        assert max(lengths[i] for i in b) * len(b) <= 150 or len(b) == 1
 
 
 def test_heads_round_trip(tmp_path: Path, guard: EncoderHeadGuard) -> None:

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from guard.causal_lm import CausalLMGuard
 from guard.conversation import ConversationError, Role, Turn
 from guard.prompt import PromptFormat
-from guard.scoring import GuardRequest, ScorerConfig
+from guard.scoring import GuardRequest, ScorerConfig, length_batches
 from guard.taxonomy import LLAMA_GUARD_1
 
 TEXTS = [
@@ -89,14 +89,14 @@ def test_oldest_context_is_dropped_to_fit_and_too_long_is_an_error(tiny_lg1: Pat
         guard.encode(GuardRequest((Turn(Role.USER, "word " * 400),), Role.USER, LLAMA_GUARD_1))
 
 
-def test_length_batches_respect_both_budgets(tiny_lg1: Path) -> None:
-    guard = CausalLMGuard.load(tiny_lg1, ScorerConfig(max_batch=4, max_batch_tokens=100))
-    encoded = [[0] * n for n in (5, 50, 10, 20, 5, 5, 5, 5, 30)]
-    batches = guard._length_batches(encoded)
-    assert sorted(i for b in batches for i in b) == list(range(len(encoded)))
+def test_length_batches_respect_both_budgets() -> None:
+    lengths = [5, 50, 10, 20, 5, 5, 5, 5, 30]
+    batches = length_batches(lengths, max_batch=4, max_tokens=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) <= 4
-        assert len(b) == 1 or max(len(encoded[i]) for i in b) * len(b) <= 100
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 100
+    assert length_batches([500], max_batch=4, max_tokens=100) == [[0]]  # too long: alone
 
 
 def test_policy_prefix_cache_gives_the_same_scores(tiny_lg1: Path) -> None:

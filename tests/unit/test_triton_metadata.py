@@ -29,3 +29,21 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 0.05 <= got[0] <= 0.1
     assert all(d <= 1.0 for d in got)
     assert got[-1] >= 0.5
+
+
+def test_the_model_config_declares_the_protocol() -> None:
+    """config.pbtxt and guard.protocol name the same tensors with the same types."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "model_repo/guard/config.pbtxt").read_text()
+    wire = {"TYPE_STRING": "BYTES", "TYPE_FP32": "FP32", "TYPE_BOOL": "BOOL"}
+
+    def block(name: str) -> dict[str, str]:
+        body = re.search(rf"^{name} \[(.*?)^\]", text, re.S | re.M)
+        assert body is not None
+        rows = re.findall(r'name: "(\w+)" data_type: (\w+)', body.group(1))
+        return {n: wire[t] for n, t in rows}
+
+    assert block("input") == INPUTS
+    assert block("output") == OUTPUTS
