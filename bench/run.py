@@ -12,11 +12,14 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.turns import as_conversation, bench_turns
 from guard.events import ChatTurn
 from guard.settings import Settings
+
+if TYPE_CHECKING:
+    from stream_app.launchers.tritonserver import TritonPorts
 
 
 def _free_port() -> int:
@@ -50,6 +53,25 @@ def triton_model_pids(server_pid: int) -> list[int]:
         if ppid == server_pid and b"triton_python_backend_stub" in cmd:
             out.append(int(d.name))
     return out
+
+
+def isolated_stack(s: Settings, work: Path, app_id: str) -> tuple[Settings, TritonPorts, int]:
+    """``s`` pointed at a broker, a tritonserver and a worker on free ports of their
+    own (state under ``work``); returns the settings, the Triton ports, the broker port."""
+    from stream_app.launchers.tritonserver import TritonPorts
+
+    ports = TritonPorts(_free_port(), _free_port(), _free_port())
+    broker_port = _free_port()
+    s = s.model_copy(
+        update={
+            "kafka": s.kafka.for_local_broker(broker_port),
+            "triton": s.triton.model_copy(update={"url": f"127.0.0.1:{ports.grpc}"}),
+            "worker": s.worker.model_copy(
+                update={"web_port": _free_port(), "data_dir": work / "w", "app_id": app_id}
+            ),
+        }
+    )
+    return s, ports, broker_port
 
 
 def model_only(checkpoint: Path, turns: list[ChatTurn], batch: int) -> float:
@@ -134,22 +156,13 @@ def run_bench(
 ) -> dict[str, Any]:
     from stream_app.launchers.broker import broker_process
     from stream_app.launchers.model import resolve_local_model
-    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+    from stream_app.launchers.tritonserver import triton_process
     from stream_app.launchers.worker import worker_process
     from stream_app.topics import create_topics
 
     work = Path(tempfile.mkdtemp(prefix="guardstream-bench-"))
-    ports = TritonPorts(_free_port(), _free_port(), _free_port())
-    broker_port, web_port = _free_port(), _free_port()
-    s = s.model_copy(
-        update={
-            "kafka": s.kafka.for_local_broker(broker_port),
-            "triton": s.triton.model_copy(update={"url": f"127.0.0.1:{ports.grpc}"}),
-            "worker": s.worker.model_copy(
-                update={"web_port": web_port, "data_dir": work / "w", "app_id": "guardstream-bench"}
-            ),
-        }
-    )
+    s, ports, broker_port = isolated_stack(s, work, "guardstream-bench")
+    web_port = s.worker.web_port
     model = resolve_local_model(s.local.data_dir)
     turns = bench_turns(n_turns)
     w = s.worker

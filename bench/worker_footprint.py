@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import _free_port
+from bench.run import isolated_stack
 from guard.settings import Settings
 
 #: What ``guardstream worker`` imports before it serves (stream_app.worker.run_worker).
@@ -50,22 +50,12 @@ def import_seconds() -> float:
 def measure(s: Settings, runs: int) -> dict[str, Any]:
     from stream_app.launchers.broker import broker_process
     from stream_app.launchers.model import resolve_local_model
-    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+    from stream_app.launchers.tritonserver import triton_process
     from stream_app.launchers.worker import worker_process
     from stream_app.topics import create_topics
 
     work = Path(tempfile.mkdtemp(prefix="guardstream-footprint-"))
-    ports = TritonPorts(_free_port(), _free_port(), _free_port())
-    broker_port, web_port = _free_port(), _free_port()
-    s = s.model_copy(
-        update={
-            "kafka": s.kafka.for_local_broker(broker_port),
-            "triton": s.triton.model_copy(update={"url": f"127.0.0.1:{ports.grpc}"}),
-            "worker": s.worker.model_copy(
-                update={"web_port": web_port, "data_dir": work / "w", "app_id": "footprint"}
-            ),
-        }
-    )
+    s, ports, broker_port = isolated_stack(s, work, "footprint")
     model = resolve_local_model(s.local.data_dir)
     env = {"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())}
     starts: list[dict[str, Any]] = []
