@@ -2,11 +2,11 @@
 
 Production runs NVIDIA's Triton image against the same ``model_repo/``; this
 launcher is for local runs and tests on a machine without Docker. What it
-arranges (each part was needed, see docs/triton.md): a backend directory with
-the python backend and the stub for this interpreter's Python, the venv's
-libpython and the wheel's bundled libraries on ``LD_LIBRARY_PATH``, the venv's
-``bin`` first on ``PATH`` (the stub finds its site-packages from it), and a
-working directory of our own.
+arranges (each part was needed; docs/model-serving.md, "The local
+tritonserver"): a backend directory with the python backend and the stub for
+this interpreter's Python, the venv's libpython and the wheel's bundled
+libraries on ``LD_LIBRARY_PATH``, the venv's ``bin`` first on ``PATH`` (the
+stub finds its site-packages from it), and a working directory of our own.
 """
 
 from __future__ import annotations
