@@ -7,10 +7,12 @@ turns, so the ratios compare like with like on a noisy machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from guard.events import ChatTurn
 from guard.settings import Settings
 
 if TYPE_CHECKING:
+    from stream_app.launchers.process import ManagedProcess
     from stream_app.launchers.tritonserver import TritonPorts
 
 
@@ -72,6 +75,29 @@ def isolated_stack(s: Settings, work: Path, app_id: str) -> tuple[Settings, Trit
         }
     )
     return s, ports, broker_port
+
+
+@contextlib.contextmanager
+def broker_and_triton(
+    s: Settings, work: Path, ports: TritonPorts, broker_port: int, checkpoint: Path
+) -> Iterator[ManagedProcess]:
+    """The embedded broker and the local tritonserver serving ``checkpoint``, on the
+    ports of :func:`isolated_stack`; yields the tritonserver process."""
+    from stream_app.launchers.broker import broker_process
+    from stream_app.launchers.tritonserver import triton_process
+
+    env = {"GUARDSTREAM_MODEL_CHECKPOINT": str(checkpoint.resolve())}
+    with (
+        broker_process(work / "broker", broker_port),
+        triton_process(
+            s.local.model_repository,
+            work / "triton",
+            ports,
+            explicit_models=[s.triton.model_name],
+            env=env,
+        ) as triton,
+    ):
+        yield triton
 
 
 def model_only(checkpoint: Path, turns: list[ChatTurn], batch: int) -> float:
@@ -154,9 +180,7 @@ def _pct(values: list[float], q: float) -> float:
 def run_bench(
     s: Settings, n_turns: int, report_path: Path | None, backlog: int = 0
 ) -> dict[str, Any]:
-    from stream_app.launchers.broker import broker_process
     from stream_app.launchers.model import resolve_local_model
-    from stream_app.launchers.tritonserver import triton_process
     from stream_app.launchers.worker import worker_process
     from stream_app.topics import create_topics
 
@@ -180,17 +204,7 @@ def run_bench(
         f"  model only (in-process, batch {w.batch_size}): {report['model_only_tps']:.1f} turns/s",
         flush=True,
     )
-    env = {"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())}
-    with (
-        broker_process(work / "broker", broker_port),
-        triton_process(
-            s.local.model_repository,
-            work / "triton",
-            ports,
-            explicit_models=[s.triton.model_name],
-            env=env,
-        ) as triton,
-    ):
+    with broker_and_triton(s, work, ports, broker_port, model.checkpoint) as triton:
         by_conc = {c: asyncio.run(triton_only(s, turns, c)) for c in (8, 32, 64)}
         report["triton_tps_by_concurrency"] = by_conc
         report["triton_tps"] = max(by_conc.values())

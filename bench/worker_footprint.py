@@ -13,6 +13,7 @@ imports) is measured the same number of times.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import isolated_stack
+from bench.run import broker_and_triton, isolated_stack
 from guard.settings import Settings
 
 #: What ``guardstream worker`` imports before it serves (stream_app.worker.run_worker).
@@ -48,29 +49,15 @@ def import_seconds() -> float:
 
 
 def measure(s: Settings, runs: int) -> dict[str, Any]:
-    from stream_app.launchers.broker import broker_process
     from stream_app.launchers.model import resolve_local_model
-    from stream_app.launchers.tritonserver import triton_process
     from stream_app.launchers.worker import worker_process
     from stream_app.topics import create_topics
 
     work = Path(tempfile.mkdtemp(prefix="guardstream-footprint-"))
     s, ports, broker_port = isolated_stack(s, work, "footprint")
     model = resolve_local_model(s.local.data_dir)
-    env = {"GUARDSTREAM_MODEL_CHECKPOINT": str(model.checkpoint.resolve())}
     starts: list[dict[str, Any]] = []
-    with (
-        broker_process(work / "broker", broker_port),
-        triton_process(
-            s.local.model_repository,
-            work / "triton",
-            ports,
-            explicit_models=[s.triton.model_name],
-            env=env,
-        ),
-    ):
-        import asyncio
-
+    with broker_and_triton(s, work, ports, broker_port, model.checkpoint):
         asyncio.run(create_topics(s))
         for i in range(runs):
             worker = worker_process(s, work / f"worker-{i}.log")

@@ -14,19 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from guard.conversation import Role, Turn
-from guard.encoder import Dense, Heads, SentenceEncoder, length_batches
+from guard.conversation import Role, Turn, parse_turns
+from guard.encoder import Dense, Heads, SentenceEncoder
+from guard.scoring import length_batches
 from guard.taxonomy import LLAMA_GUARD_1
 
 Row = dict[str, Any]
 
 
 def row_turns(row: Row) -> tuple[Turn, ...]:
-    return tuple(Turn(Role(t["role"]), t["content"]) for t in row["conversation"])
+    return parse_turns(row["conversation"])
 
 
 def row_side(row: Row) -> Role:
-    return Role(row["conversation"][-1]["role"])
+    return row_turns(row)[-1].role
 
 
 def embed_rows(
