@@ -6,7 +6,7 @@ code on CPU with toy shapes as a smoke check. Random weights from config
 tokenizer from llama-models. Prints and writes (``--out``) turns/s of:
 
 * raw: ``LlamaForCausalLM`` forward with ``logits_to_keep=1`` on the full prompts;
-* scorer: ``guard.scoring.CausalLMGuard`` (what the Triton model runs) without
+* scorer: ``guard.causal_lm.CausalLMGuard`` (what the Triton model runs) without
   and with the policy-prefix KV cache.
 """
 

@@ -134,7 +134,7 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     turn_index = _field(data, "turn_index", int)
     if turn_index < 0:
         raise EventError("turn_index must be >= 0")
-    role = _checked(parse_role, data.get("role"), "field 'role'")
+    role = _checked(parse_role, _field(data, "role", str), "field 'role'")
     content = _field(data, "content", str)
     size = len(content.encode("utf-8"))
     if size > max_content_bytes:

@@ -74,6 +74,8 @@ class Policy:
     def __post_init__(self) -> None:
         if not self.id or not self.version:
             raise PolicyError("a policy needs a non-empty id and version")
+        if "@" in self.version:
+            raise PolicyError(f"policy {self.id!r}: the version may not contain '@'")
         if not self.categories:
             raise PolicyError(f"policy {self.id!r} has no categories")
         codes = [c.code for c in self.categories]

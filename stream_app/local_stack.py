@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from guard.conversation import Role
+from guard.conversation import parse_role
 from guard.events import ChatTurn, now_rfc3339
 from guard.settings import Settings
 from stream_app.launchers.process import ManagedProcess
@@ -40,7 +40,7 @@ def sample_turns(path: Path = SAMPLES, run_id: str | None = None) -> list[ChatTu
                 event_id=f"{conv}-{i}",
                 conversation_id=conv,
                 turn_index=i,
-                role=Role(row["role"]),
+                role=parse_role(row["role"]),
                 content=row["content"],
                 timestamp=now_rfc3339(),
             )

@@ -47,8 +47,10 @@ class RetrainResult:
 
 
 def model_parameters(model_dir: Path) -> dict[str, str]:
-    """The string parameters of ``model_dir/config.pbtxt``."""
-    text = (model_dir / "config.pbtxt").read_text()
+    """The string parameters of ``model_dir/config.pbtxt`` (as Triton reads them:
+    ``#`` comments are not parameters)."""
+    lines = (model_dir / "config.pbtxt").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
     pattern = r'key:\s*"([^"]+)"\s*value:\s*{\s*string_value:\s*"([^"]*)"\s*}'
     return dict(re.findall(pattern, text))
 

@@ -234,11 +234,14 @@ REQUIRED_SETTINGS = {
     "GUARDSTREAM_WORKER__DATA_DIR",
     "GUARDSTREAM_TRITON__URL",
     "GUARDSTREAM_TRITON__MODEL_NAME",
-    "GUARDSTREAM_POLICY__THRESHOLD",
     "GUARDSTREAM_POLICY__REVIEW_BAND_LOW",
     "GUARDSTREAM_POLICY__REVIEW_BAND_HIGH",
     "GUARDSTREAM_LOG_LEVEL",
 }
+
+
+def test_threshold_is_the_models_own_unless_set(render):
+    assert "GUARDSTREAM_POLICY__THRESHOLD" not in config(render("default"))
 
 
 def test_configmap_carries_the_settings_as_strings(render):

@@ -39,6 +39,8 @@ def test_round_trip_of_a_full_chat_turn() -> None:
         ({"context": [{"role": "bot", "content": "x"}]}, "context[0].role must be"),
         ({"context": [{"role": "user"}]}, "context[0] must be"),
         ({"role": "system"}, "field 'role' must be 'user' or 'agent', got 'system'"),
+        ({"role": None}, "missing field 'role'"),
+        ({"role": 1}, "field 'role' must be str"),
         ({"context": "hi"}, "field 'context' must be list"),
         ({"tenant": 5}, "field 'tenant' must be str"),
     ],

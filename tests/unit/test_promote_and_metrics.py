@@ -52,3 +52,15 @@ def test_binary_report_on_known_numbers() -> None:
 def test_per_category_compares_each_category_with_safe_rows() -> None:
     out = per_category_auprc([True, True, False], [["O1"], ["O2"], []], [0.9, 0.2, 0.5])
     assert out == {"O1": 1.0, "O2": 0.5}
+
+
+def test_model_parameters_read_as_triton_does(tmp_path: Path) -> None:
+    from training.retrain import model_parameters
+
+    shipped = Path(__file__).resolve().parents[2] / "model_repo" / "guard"
+    assert model_parameters(shipped) == {}  # the shipped config sets none; comments are not
+    (tmp_path / "config.pbtxt").write_text(
+        '# parameters: { key: "prompt_format" value: { string_value: "lg3" } }\n'
+        'parameters: { key: "threshold" value: { string_value: "0.7" } }\n'
+    )
+    assert model_parameters(tmp_path) == {"threshold": "0.7"}

@@ -6,6 +6,7 @@ import pytest
 from guard.taxonomy import (
     LLAMA_GUARD_1,
     MLCOMMONS_HAZARDS,
+    Policy,
     PolicyError,
     PolicyRef,
     PolicyRegistry,
@@ -23,6 +24,8 @@ def test_builtin_policies() -> None:
     assert PolicyRef.parse("a@b@3") == PolicyRef("a@b", "3")
     with pytest.raises(PolicyError, match="id@version"):
         PolicyRef.parse("no-version")
+    with pytest.raises(PolicyError, match="may not contain '@'"):
+        Policy("shop", "2@x", LLAMA_GUARD_1.categories)
 
 
 def test_custom_policy_from_yaml_and_json(tmp_path: Path) -> None:

@@ -175,7 +175,7 @@ def build_default_model(
     """Rebuild the default model into ``out_dir``; returns the metrics report.
 
     ``splits_dir``: also write the splits there (JSONL, see
-    :func:`training.public_data.write_splits`). ``cache_dir``: keep embeddings
+    :func:`training.public_data.splits.write_splits`). ``cache_dir``: keep embeddings
     between runs (experiments only; the result is the same without it).
     ``adapter_from``: an adapter directory trained by this recipe (the shipped
     ``models/default/adapter``) to copy instead of training one: refits the heads

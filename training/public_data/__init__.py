@@ -14,8 +14,9 @@ Controlled Substances, O6 Self-Harm). A source's own category is mapped onto
 those codes where it allows it (tables below); rows whose source category lies
 outside LG1 (copyright, misinformation, defamation, privacy, specialised
 advice, ...) are dropped rather than relabelled, since LG1 would call many of
-them safe. Every unsafe row also gets the codes of :func:`keyword_codes`
-(drugs -> O5, weapons -> O4, self-harm -> O6), which is how O5 gets labels at all.
+them safe. Every unsafe row also gets the codes of
+:func:`training.public_data.loaders.keyword_codes` (drugs -> O5, weapons -> O4,
+self-harm -> O6), which is how O5 gets labels at all.
 
 Split design (:func:`training.public_data.splits.build_splits`), deterministic:
 
@@ -29,7 +30,8 @@ Split design (:func:`training.public_data.splits.build_splits`), deterministic:
 * ``heldout_pairs``: 500 Anthropic hh-rlhf harmless-base preference pairs
   (unlabelled; a response scorer should rank ``rejected`` above ``chosen``). The
   other pairs of that file train the response head's ranking term
-  (:func:`hh_rlhf_train_pairs`), so these 500 are held out by row, not by source.
+  (:func:`training.public_data.loaders.hh_rlhf_train_pairs`), so these 500 are
+  held out by row, not by source.
 
 Any training row whose checked text also occurs in a held-out row is removed
 from training. ``alpaca_harmless`` (CC-BY-NC-4.0) is evaluation only and is

@@ -279,7 +279,9 @@ GUARDSTREAM_WORKER__WEB_PORT: {{ .Values.streamApp.webPort | int | quote }}
 GUARDSTREAM_WORKER__DATA_DIR: /var/lib/guardstream
 GUARDSTREAM_TRITON__URL: {{ include "guardstream.tritonGrpcAddress" . | quote }}
 GUARDSTREAM_TRITON__MODEL_NAME: {{ .Values.triton.modelName | quote }}
+{{- if not (kindIs "invalid" .Values.policy.threshold) }}
 GUARDSTREAM_POLICY__THRESHOLD: {{ .Values.policy.threshold | toString | quote }}
+{{- end }}
 GUARDSTREAM_POLICY__REVIEW_BAND_LOW: {{ .Values.policy.reviewBandLow | toString | quote }}
 GUARDSTREAM_POLICY__REVIEW_BAND_HIGH: {{ .Values.policy.reviewBandHigh | toString | quote }}
 {{- end }}
