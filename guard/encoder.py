@@ -38,6 +38,7 @@ import torch
 
 from guard.conversation import ConversationError, Role, Turn, check_conversation
 from guard.loaders import read_manifest
+from guard.prompt import normalize_text
 from guard.scoring import GuardRequest, GuardResult, ScorerConfig, length_batches
 from guard.taxonomy import LLAMA_GUARD_1, Policy
 
@@ -175,14 +176,14 @@ class SentenceEncoder:
     def view_ids(self, turns: Sequence[Turn], side: Role) -> list[int]:
         """The encoder input for the last turn of ``turns`` (already validated)."""
         budget = self.view.max_length - 2
-        last = self.tokens(turns[-1].content)
+        last = self.tokens(normalize_text(turns[-1].content))
         if side is Role.USER:
             body = self._user + self.head_tail(last, budget - len(self._user))
         elif self.view.response_view == "agent_only":
             body = self._agent + self.head_tail(last, budget - len(self._agent))
         else:
             user = next(t for t in reversed(turns[:-1]) if t.role is Role.USER)
-            ctx = self.tokens(user.content)[-self.view.context_tokens :]
+            ctx = self.tokens(normalize_text(user.content))[-self.view.context_tokens :]
             ctx = self._user + ctx + self.tokens("\n") + self._agent
             body = ctx + self.head_tail(last, budget - len(ctx))
         return [self.cls_id, *body, self.sep_id]

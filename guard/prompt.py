@@ -16,6 +16,7 @@ the tokenizer's own BOS id. Chat content is neutralised first
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
@@ -42,9 +43,47 @@ _ROLE_LINE = re.compile(r"(?im)^([ \t]*)(user|agent)([ \t]*):")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
+#: Every character that breaks a line somewhere (Unicode line boundaries).
+_LINE_BREAKS = re.compile("\r\n|[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+_ZWJ = "\u200d"
+_ASCII_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _dropped(text: str, i: int) -> bool:
+    """Whether ``text[i]`` is an invisible format or control character to drop.
+
+    The zero-width joiner is kept between two non-alphanumeric characters (emoji
+    sequences such as a family); between letters it only hides words, and goes.
+    """
+    ch = text[i]
+    if ch in "\n\t":
+        return False
+    cat = unicodedata.category(ch)
+    if cat == "Cc":
+        return True
+    if cat != "Cf":
+        return False
+    if ch != _ZWJ:
+        return True
+    around = text[i - 1 : i] + text[i + 1 : i + 2]
+    return len(around) < 2 or any(c.isalnum() for c in around)
+
+
+def normalize_text(text: str) -> str:
+    """What every model kind reads instead of the raw text: NFKC (fullwidth and
+    compatibility forms become plain ones), every line break becomes ``\\n``, and
+    invisible format and control characters (zero-width spaces, bidi controls,
+    soft hyphens) are dropped, so that neither markers nor words can hide."""
+    text = _LINE_BREAKS.sub("\n", unicodedata.normalize("NFKC", text))
+    if text.isascii() and not _ASCII_CONTROL.search(text):
+        return text
+    return "".join(ch for i, ch in enumerate(text) if not _dropped(text, i))
+
+
 def neutralize(text: str, special_tokens: Iterable[str] = ()) -> str:
     """Make chat content inert inside the prompt, keeping it readable.
 
+    * the text is normalised first (:func:`normalize_text`);
     * block markers such as ``<END CONVERSATION>`` lose their angle brackets
       (``(END CONVERSATION)``);
     * ``[INST]``, ``[/INST]``, ``<<SYS>>``, ``<s>``, ``</s>`` have their
@@ -55,7 +94,7 @@ def neutralize(text: str, special_tokens: Iterable[str] = ()) -> str:
       they cannot pass for a turn of the conversation;
     * runs of blank lines shrink to one blank line (turns are separated by one).
     """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = normalize_text(text)
     for tok in sorted({t for t in special_tokens if t and len(t) > 1}, key=len, reverse=True):
         text = text.replace(tok, " ".join(tok))
     text = _BLOCK_MARKER.sub(lambda m: f"({m.group(1)} {m.group(2)})", text)

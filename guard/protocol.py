@@ -18,6 +18,7 @@ never retries it. Anything else is server trouble, retried.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,6 +96,16 @@ class Classification:
 
 def verdict_word(unsafe: bool) -> bytes:
     return b"unsafe" if unsafe else b"safe"
+
+
+def read_verdict(verdict: bytes, p_unsafe: float, parse_error: bool) -> tuple[bool, float, bool]:
+    """``(unsafe, p_unsafe, parse_error)`` of a served answer, failing closed: only the
+    exact word ``safe`` with a score in [0, 1] reads as safe. Any other verdict word or
+    a NaN / out-of-range score is unsafe, scored 1.0 and marked a parse error."""
+    ok_score = math.isfinite(p_unsafe) and 0.0 <= p_unsafe <= 1.0
+    anomalous = verdict not in (b"safe", b"unsafe") or not ok_score
+    unsafe = verdict != b"safe" or anomalous
+    return unsafe, p_unsafe if ok_score else 1.0, parse_error or anomalous
 
 
 def encode_categories(categories: Sequence[CategoryRef]) -> bytes:

@@ -27,6 +27,7 @@ from guard.protocol import (
     ItemAnswer,
     RequestRejected,
     decode_categories,
+    read_verdict,
     rejection_of,
 )
 from guard.settings import TritonSettings
@@ -185,11 +186,14 @@ def _classification(result, model_name: str, seconds: float) -> Classification: 
     def one(name: str):  # type: ignore[no-untyped-def]
         return result.as_numpy(name)[0, 0]
 
+    unsafe, p_unsafe, parse_error = read_verdict(
+        bytes(one("VERDICT")), float(one("P_UNSAFE")), bool(one("PARSE_ERROR"))
+    )
     answer = ItemAnswer(
-        p_unsafe=float(one("P_UNSAFE")),
-        unsafe=one("VERDICT") == b"unsafe",
+        p_unsafe=p_unsafe,
+        unsafe=unsafe,
         categories=decode_categories(one("CATEGORIES")),
-        parse_error=bool(one("PARSE_ERROR")),
+        parse_error=parse_error,
         policy=PolicyRef.parse(one("POLICY").decode()),
     )
     return Classification(

@@ -47,3 +47,15 @@ def test_the_model_config_declares_the_protocol() -> None:
 
     assert block("input") == INPUTS
     assert block("output") == OUTPUTS
+
+
+def test_served_verdicts_fail_closed() -> None:
+    from guard.protocol import read_verdict
+
+    assert read_verdict(b"safe", 0.1, False) == (False, 0.1, False)
+    assert read_verdict(b"unsafe", 0.9, False) == (True, 0.9, False)
+    assert read_verdict(b"unsafe", 0.9, True) == (True, 0.9, True)
+    for word in (b"Safe", b"safe ", b"", b"unknown"):
+        assert read_verdict(word, 0.1, False) == (True, 0.1, True)
+    for score in (float("nan"), float("inf"), -0.1, 1.5):
+        assert read_verdict(b"safe", score, False) == (True, 1.0, True)
