@@ -45,10 +45,29 @@ def checkpoint_of(model_dir: Path, version: int) -> Path:
     )
 
 
+def archived_versions(model_dir: Path) -> list[int]:
+    """Version numbers of ``model_dir``'s rolled-back versions (in ``.archive/``)."""
+    archive = model_dir.parent / ".archive"
+    if not archive.is_dir():
+        return []
+    prefix = f"{model_dir.name}-"
+    found = []
+    for p in archive.iterdir():
+        number = p.name[len(prefix) :].split("-", 1)[0]
+        if p.name.startswith(prefix) and number.isdigit():
+            found.append(int(number))
+    return sorted(found)
+
+
 def promote(model_dir: Path, candidate: Path) -> int:
-    """Copy ``candidate`` in as the next version, atomically; return its number."""
+    """Copy ``candidate`` in as the next version, atomically; return its number.
+
+    Numbers are never reused: the next one is above every version ever served,
+    rolled-back ones included, so a version number (and so a verdict id, which
+    includes it) always names the same weights.
+    """
     current = serving_version(model_dir)
-    new = current + 1
+    new = max([current, *archived_versions(model_dir)]) + 1
     staging = model_dir / f".incoming-{new}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)

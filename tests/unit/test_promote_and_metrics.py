@@ -39,6 +39,9 @@ def test_rollback_archives_newer_versions(tmp_path: Path) -> None:
     assert len(list((model.parent / ".archive").iterdir())) == 3
     with pytest.raises(ValueError, match="only one version"):
         promote.rollback(model)
+    # A promotion after a rollback takes a new number: 2, 3 and 4 named other weights.
+    assert promote.promote(model, cand) == 5
+    assert promote.versions(model) == [1, 5]
 
 
 def test_binary_report_on_known_numbers() -> None:
