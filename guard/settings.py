@@ -23,10 +23,6 @@ class SecurityProtocol(StrEnum):
     SASL_SSL = "SASL_SSL"
 
 
-LOCAL_IDLE_FETCH_BACKOFF_MS = 20
-"""``idle_fetch_backoff_ms`` for the embedded broker (see ``KafkaSettings``)."""
-
-
 class KafkaSettings(BaseModel):
     brokers: str = Field(
         "127.0.0.1:19092", description="Comma-separated bootstrap servers (host:port)."
@@ -44,24 +40,20 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
     client_id: str = Field("guardstream", description="Kafka client id.")
     idle_fetch_backoff_ms: int = Field(
-        0,
+        20,
         ge=0,
         le=5000,
         description=(
-            "Client-side pause after a fetch that returned no records (0: off). Kafka itself"
-            " holds an empty fetch for fetch.max.wait.ms; the embedded local broker answers at"
-            " once, so local runs set 20 ms to keep idle consumers from spinning."
+            "Client-side pause after a fetch that returned no records (0: off). Kafka holds an"
+            " empty fetch for fetch.max.wait.ms, so there it costs at most 20 ms once per"
+            " idle wait; the embedded local broker answers at once, and without the pause an"
+            " idle worker fetches back to back and burns a core."
         ),
     )
 
     def for_local_broker(self, port: int) -> KafkaSettings:
-        """These settings pointed at the embedded broker on ``port`` (idle-fetch pause on)."""
-        return self.model_copy(
-            update={
-                "brokers": f"127.0.0.1:{port}",
-                "idle_fetch_backoff_ms": self.idle_fetch_backoff_ms or LOCAL_IDLE_FETCH_BACKOFF_MS,
-            }
-        )
+        """These settings pointed at the embedded broker on ``port``."""
+        return self.model_copy(update={"brokers": f"127.0.0.1:{port}"})
 
 
 class TopicSettings(BaseModel):

@@ -9,17 +9,18 @@ from pathlib import Path
 
 from guard.conversation import Role
 from guard.events import ChatTurn, now_rfc3339
-from guard.settings import LOCAL_IDLE_FETCH_BACKOFF_MS, Settings
+from guard.settings import Settings
 from stream_app.kafka_io import follow, produce
 from stream_app.launchers.process import ManagedProcess
 from tests.conftest import free_port
 
 
 def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: object) -> Settings:
-    """Settings with topics, consumer group and ports of their own."""
+    """Settings with topics, consumer group and ports of their own; everything else is
+    the default a user runs with."""
     tag = uuid.uuid4().hex[:8]
     return Settings(
-        kafka={"brokers": broker, "idle_fetch_backoff_ms": LOCAL_IDLE_FETCH_BACKOFF_MS},
+        kafka={"brokers": broker},
         topics={
             "input": f"turns-{tag}",
             "verdicts": f"verdicts-{tag}",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from guard.settings import Settings
 from stream_app.idle_fetch import install_idle_fetch_backoff
+from tests.streaming import isolated_settings, worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +59,24 @@ def test_idle_consumer_pauses_after_empty_fetches_and_still_receives(kafka_broke
     # with it, one fetch per 20 ms. Both measured in this run.
     assert idle_cpu < 0.6, f"idle consumer used {idle_cpu:.2f} CPU-s in 2 s"
     assert idle_cpu < spin_cpu / 3, (idle_cpu, spin_cpu)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_idle_worker_on_default_settings_uses_under_5_percent_of_a_core(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    """`guardstream broker` then `guardstream worker`, as the README lists them: only
+    the addresses, topics and ports differ from the defaults."""
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    assert s.kafka.idle_fetch_backoff_ms == Settings().kafka.idle_fetch_backoff_ms
+    with worker_process(s, tmp_path / "worker.log") as worker:
+        pid = worker.pid or 0
+        time.sleep(3.0)  # past start-up: the consumer has joined and is idle
+        cpu0, wall0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(10.0)
+        used = (_cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+    assert used < 0.05, f"the idle worker used {used:.0%} of a core"

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from guard.settings import LOCAL_IDLE_FETCH_BACKOFF_MS, Settings, load_settings, settings_markdown
+from guard.settings import Settings, load_settings, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,11 +31,11 @@ def test_settings_doc_is_current_and_documents_every_field() -> None:
     assert "| None |" not in doc  # every field has a description
 
 
-def test_local_stack_pauses_idle_fetches_and_production_does_not() -> None:
+def test_idle_fetch_pause_is_on_by_default_and_kept_by_the_local_stack() -> None:
     s = Settings()
-    assert s.kafka.idle_fetch_backoff_ms == 0  # real Kafka waits fetch.max.wait.ms itself
+    assert s.kafka.idle_fetch_backoff_ms == 20  # `guardstream worker` as the README runs it
     local = s.for_local_stack()
-    assert local.kafka.idle_fetch_backoff_ms == LOCAL_IDLE_FETCH_BACKOFF_MS > 0
+    assert local.kafka.idle_fetch_backoff_ms == 20
     assert local.kafka.brokers == f"127.0.0.1:{s.local.broker_port}"
     chosen = Settings(kafka={"idle_fetch_backoff_ms": 5}).for_local_stack()  # type: ignore[arg-type]
     assert chosen.kafka.idle_fetch_backoff_ms == 5
