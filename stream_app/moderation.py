@@ -72,9 +72,10 @@ class Moderator:
             except InvalidInput as exc:
                 out.append(Planned(msg, None, error=str(exc)))
                 continue
-            history = self.cache.history(turn.conversation_id, turn.turn_index)
+            key = (turn.tenant, turn.conversation_id)
+            history = self.cache.history(key, turn.turn_index)
             turns = conversation_for(turn, history, self.s.worker.max_context_turns)
-            self.cache.add(turn.conversation_id, turn.turn_index, Turn(turn.role, turn.content))
+            self.cache.add(key, turn.turn_index, Turn(turn.role, turn.content))
             out.append(Planned(msg, turn, turns))
         return out
 

@@ -230,3 +230,24 @@ def test_agent_turn_is_classified_with_the_preceding_user_turn(
     got = verdicts["a-1"]
     assert got["context_turns"] == 1
     assert float(got["p_unsafe"]) == pytest.approx(with_user, abs=1e-4)  # type: ignore[arg-type]
+
+
+def test_tenants_on_the_same_conversation_id_never_see_each_others_turns(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    ts = now_rfc3339()
+    a0 = ChatTurn("t-a0", "shared-id", 0, Role.USER, "acme's private question", ts, tenant="acme")
+    b1 = ChatTurn("t-b1", "shared-id", 1, Role.USER, "globex asks something", ts, tenant="globex")
+    a1 = ChatTurn("t-a1", "shared-id", 1, Role.AGENT, "an answer for acme", ts, tenant="acme")
+    # A forged turn far ahead must not make acme's next real turn look like a replay.
+    a_far = ChatTurn("t-far", "shared-id", 2**62, Role.USER, "forged", ts, tenant="acme")
+    a2 = ChatTurn("t-a2", "shared-id", 2, Role.USER, "acme's follow-up", ts, tenant="acme")
+    a3 = ChatTurn("t-a3", "shared-id", 3, Role.AGENT, "acme's last answer", ts, tenant="acme")
+    with worker_process(s, tmp_path / "worker.log"):
+        send_turns(s, [a0, b1, a1, a_far, a2, a3])
+        verdicts = {v["event_id"]: v for v in collect(s, s.topics.verdicts, 6, 90)}
+    assert verdicts["t-b1"]["context_turns"] == 0  # acme's turn is not globex's context
+    assert verdicts["t-b1"]["tenant"] == "globex"
+    assert verdicts["t-a1"]["context_turns"] == 1  # acme's own user turn is
+    assert verdicts["t-a3"]["context_turns"] == 3  # a0, a1, a2: the real turns were kept
