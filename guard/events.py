@@ -9,6 +9,7 @@ verdict is judged on and which go to review is moderation's business
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from guard.errors import InvalidInput
 from guard.taxonomy import CategoryRef, PolicyRef
 
 SCHEMA_VERSION = 1
+#: Longest event id, conversation id, tenant or policy id (characters): ids are
+#: written into every output record, so they are bounded like content is.
+MAX_ID_CHARS = 256
 #: Namespace of verdict ids: uuid5(namespace, event_id | model | policy).
 VERDICT_NAMESPACE = uuid.UUID("5b0c7c1e-5a8f-4d0b-9a55-6f1f0a9d2c10")
 
@@ -107,6 +111,15 @@ def _field(
     return value
 
 
+def _id(data: Mapping[str, Any], name: str, required: bool = True) -> Any:
+    value = _field(data, name, str, required)
+    if value is not None and len(value) > MAX_ID_CHARS:
+        raise EventError(
+            f"field {name!r} is {len(value)} characters, over the limit of {MAX_ID_CHARS}"
+        )
+    return value
+
+
 def _load_event(raw: bytes | None) -> dict[str, Any]:
     """The JSON object of an event of the supported schema version, or EventError."""
     if raw is None:
@@ -127,8 +140,8 @@ def _load_event(raw: bytes | None) -> dict[str, Any]:
 def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     """Validate and decode a chat-turn event; :class:`EventError` says why not."""
     data = _load_event(raw)
-    event_id = _field(data, "event_id", str)
-    conversation_id = _field(data, "conversation_id", str)
+    event_id = _id(data, "event_id")
+    conversation_id = _id(data, "conversation_id")
     if not event_id.strip() or not conversation_id.strip():
         raise EventError("event_id and conversation_id must not be empty")
     turn_index = _field(data, "turn_index", int)
@@ -157,8 +170,8 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
         role=role,
         content=content,
         timestamp=timestamp,
-        tenant=_field(data, "tenant", str, required=False),
-        policy_id=_field(data, "policy_id", str, required=False),
+        tenant=_id(data, "tenant", required=False),
+        policy_id=_id(data, "policy_id", required=False),
         context=context,
     )
 
@@ -235,17 +248,39 @@ class FlaggedEvent:
     context: tuple[Turn, ...]
     schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema_version": self.schema_version,
-                "flagged_id": self.verdict.verdict_id,
-                "reasons": [r.value for r in self.verdict.review_reasons],
-                "turn": self.turn.to_dict(),
-                "context": turns_to_rows(self.context),
-                "verdict": self.verdict.to_dict(),
+    def to_json(self, max_bytes: int | None = None) -> bytes:
+        """The record; with ``max_bytes``, made to fit: first the turn's own copy of
+        its ``context`` goes (``context`` holds what the guard saw), then the oldest
+        judged context turns (``context_dropped``), then the end of the content
+        (``content_truncated``, with its size and SHA-256). The verdict stays whole."""
+        turn = self.turn.to_dict()
+        doc: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "flagged_id": self.verdict.verdict_id,
+            "reasons": [r.value for r in self.verdict.review_reasons],
+            "turn": turn,
+            "context": turns_to_rows(self.context),
+            "verdict": self.verdict.to_dict(),
+        }
+        out = orjson.dumps(doc)
+        if max_bytes is None or len(out) <= max_bytes:
+            return out
+        turn.pop("context", None)
+        doc["turn_context_omitted"] = True
+        out = orjson.dumps(doc)
+        while len(out) > max_bytes and doc["context"]:
+            doc["context"] = doc["context"][1:]
+            doc["context_dropped"] = len(self.context) - len(doc["context"])
+            out = orjson.dumps(doc)
+        content = self.turn.content
+        while len(out) > max_bytes and turn["content"]:
+            turn["content"] = turn["content"][: len(turn["content"]) // 2]
+            doc["content_truncated"] = {
+                "size": len(content.encode("utf-8")),
+                "sha256": hashlib.sha256(content.encode("utf-8")).hexdigest(),
             }
-        )
+            out = orjson.dumps(doc)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,22 +294,29 @@ class DeadLetter:
     received_at: str = field(default_factory=now_rfc3339)
     schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> bytes:
-        def b64(b: bytes | None) -> str | None:
-            return None if b is None else base64.b64encode(b).decode()
-
-        return orjson.dumps(
-            {
-                "schema_version": self.schema_version,
-                "reason": self.reason,
-                "source_topic": self.source_topic,
-                "partition": self.partition,
-                "offset": self.offset,
-                "original_b64": b64(self.original),
-                "key_b64": b64(self.key),
-                "received_at": self.received_at,
-            }
-        )
+    def to_json(self, max_bytes: int | None = None) -> bytes:
+        """The record; with ``max_bytes``, the original value and key are cut so that
+        the record fits (``*_truncated``), their full size and SHA-256 kept."""
+        budget = None if max_bytes is None else max(0, (max_bytes - 2048) * 3 // 4)
+        doc: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "reason": self.reason[:2000],
+            "source_topic": self.source_topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+        for name, raw in (("key", self.key), ("original", self.original)):
+            kept = raw
+            if raw is not None and budget is not None:
+                kept = raw[: budget // 2 if name == "key" else budget]
+                budget -= len(kept)
+            doc[f"{name}_b64"] = None if kept is None else base64.b64encode(kept).decode()
+            if raw is not None and kept is not None and len(kept) < len(raw):
+                doc[f"{name}_truncated"] = True
+                doc[f"{name}_size"] = len(raw)
+                doc[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
+        doc["received_at"] = self.received_at
+        return orjson.dumps(doc)
 
 
 @dataclass(frozen=True, slots=True)

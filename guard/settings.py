@@ -51,6 +51,16 @@ class KafkaSettings(BaseModel):
         ),
     )
 
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=262_144,
+        description=(
+            "Largest record guardstream writes (the producers' max.request.size; keep the"
+            " topics' max.message.bytes at least this). Dead letters and flagged events are"
+            " cut to fit, and worker.max_content_bytes must leave room for a flagged turn."
+        ),
+    )
+
     def for_local_broker(self, port: int) -> KafkaSettings:
         """These settings pointed at the embedded broker on ``port``."""
         return self.model_copy(update={"brokers": f"127.0.0.1:{port}"})
@@ -238,6 +248,19 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     local: LocalSettings = LocalSettings()
     log_level: str = Field("INFO", description="Python log level.")
+
+    @model_validator(mode="after")
+    def _content_fits_a_record(self) -> Settings:
+        # A flagged event carries the turn and the context it was judged in next to
+        # its verdict; what does not fit is cut (FlaggedEvent.to_json), but an
+        # ordinary turn of the largest accepted size must arrive whole.
+        need = self.worker.max_content_bytes * 2 + 65_536
+        if need > self.kafka.max_record_bytes:
+            raise ValueError(
+                f"worker.max_content_bytes {self.worker.max_content_bytes} needs"
+                f" kafka.max_record_bytes >= {need} (is {self.kafka.max_record_bytes})"
+            )
+        return self
 
     def to_env(self) -> dict[str, str]:
         """``GUARDSTREAM_*`` variables that make a child process see these settings."""

@@ -23,6 +23,7 @@ def create_app(s: Settings) -> faust.App:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=s.kafka.max_record_bytes,
         stream_buffer_maxsize=s.worker.read_ahead,
         broker_max_poll_records=s.worker.read_ahead,
         broker_commit_interval=1.0,

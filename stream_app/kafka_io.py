@@ -34,7 +34,11 @@ async def produce(
     s: Settings, records: Iterable[tuple[bytes | None, bytes]], topic: str | None = None
 ) -> int:
     producer = AIOKafkaProducer(
-        **aiokafka_options(s.kafka), acks="all", enable_idempotence=True, linger_ms=5
+        **aiokafka_options(s.kafka),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=s.kafka.max_record_bytes,
     )
     await producer.start()
     n = 0

@@ -21,7 +21,7 @@ from guard.protocol import ClassifyRequest, RequestRejected
 from guard.settings import Settings
 from stream_app.context_cache import ContextCache
 from stream_app.metrics import WorkerMetrics
-from stream_app.routing import conversation_for, verdict_for
+from stream_app.routing import conversation_for, output_key, verdict_for
 from stream_app.triton_client import GuardClient
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,12 @@ class Moderator:
         band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
         verdict = verdict_for(p.turn, result, len(req.turns) - 1, band)
         self._count(verdict)
-        sends = [await self.send(self.s.topics.verdicts, p.msg.key, verdict.to_json())]
+        key = output_key(p.msg.key)
+        sends = [await self.send(self.s.topics.verdicts, key, verdict.to_json())]
         if verdict.review_reasons:
             flagged = FlaggedEvent(verdict, p.turn, req.turns[:-1])
-            sends.append(await self.send(self.s.topics.flagged, p.msg.key, flagged.to_json()))
+            record = flagged.to_json(self.s.kafka.max_record_bytes)
+            sends.append(await self.send(self.s.topics.flagged, key, record))
         if self.s.worker.log_content:
             log.info("verdict %s for %r", verdict.verdict.value, p.turn.content[:200])
         return sends
@@ -119,4 +121,5 @@ class Moderator:
         self.metrics.dead_letters.labels(kind).inc()
         log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
         dl = DeadLetter(reason, msg.topic, msg.partition, msg.offset, msg.value, msg.key)
-        return await self.send(self.s.topics.dlq, msg.key, dl.to_json())
+        record = dl.to_json(self.s.kafka.max_record_bytes)
+        return await self.send(self.s.topics.dlq, output_key(msg.key), record)

@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from guard.conversation import Role, Turn
 from guard.events import ChatTurn, Decision, ReviewReason, VerdictEvent, now_rfc3339, verdict_id
 from guard.protocol import Classification
+
+#: Longest input key copied as it is onto output records (bytes).
+MAX_KEY_BYTES = 1024
 
 #: The user turn put before an agent turn whose user turn is unknown.
 MISSING_USER_TURN = "[earlier conversation unavailable]"
@@ -71,3 +75,12 @@ def verdict_for(
         decided_at=now_rfc3339(),
         tenant=turn.tenant,
     )
+
+
+def output_key(key: bytes | None) -> bytes | None:
+    """The input record's key, or ``sha256:<hex>`` of it when it is longer than
+    :data:`MAX_KEY_BYTES`: an output record stays bounded whatever the key, and
+    equal keys still land on one partition."""
+    if key is None or len(key) <= MAX_KEY_BYTES:
+        return key
+    return b"sha256:" + hashlib.sha256(key).hexdigest().encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 import urllib.request
 from collections import defaultdict
@@ -251,3 +252,29 @@ def test_tenants_on_the_same_conversation_id_never_see_each_others_turns(
     assert verdicts["t-b1"]["tenant"] == "globex"
     assert verdicts["t-a1"]["context_turns"] == 1  # acme's own user turn is
     assert verdicts["t-a3"]["context_turns"] == 3  # a0, a1, a2: the real turns were kept
+
+
+def test_huge_records_and_keys_never_crash_the_worker(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    """A 760 KB message used to become a dead letter over the producer's 1 MB limit and
+    crash the worker at the same offset again and again; a valid turn with a huge key
+    did the same through its verdict and flagged event."""
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    huge = b'{"not": "a chat turn", "padding": "' + b"x" * 760_000 + b'"}'
+    long_id = ChatTurn("e-long", "c" * 300_000, 0, Role.USER, "hello", now_rfc3339())
+    key_turn = ChatTurn("e-key", "c-key", 0, Role.USER, "hello again", now_rfc3339())
+    after = ChatTurn("e-after", "c-after", 0, Role.USER, "still there?", now_rfc3339())
+    with worker_process(s, tmp_path / "worker.log") as worker:
+        send_raw(s, [(b"k-huge", huge), (b"k-long", long_id.to_json())])
+        send_raw(s, [(b"K" * 500_000, key_turn.to_json())])
+        send_turns(s, [after])
+        dead = collect(s, s.topics.dlq, count=2, timeout_s=120)
+        verdicts = collect(s, s.topics.verdicts, count=2, timeout_s=120)
+        assert worker.alive()
+    assert sorted(str(v["event_id"]) for v in verdicts) == ["e-after", "e-key"]
+    by_key = {base64.b64decode(str(d["key_b64"])): d for d in dead}
+    big = by_key[b"k-huge"]
+    assert big["original_truncated"] is True and big["original_size"] == len(huge)
+    assert big["original_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert "over the limit of 256" in str(by_key[b"k-long"]["reason"])

@@ -1,10 +1,20 @@
+import base64
+import hashlib
 import uuid
 
 import orjson
 import pytest
 
 from guard.conversation import Role, Turn
-from guard.events import VERDICT_NAMESPACE, DeadLetter, EventError, decode_chat_turn, verdict_id
+from guard.events import (
+    VERDICT_NAMESPACE,
+    ChatTurn,
+    DeadLetter,
+    EventError,
+    VerdictEvent,
+    decode_chat_turn,
+    verdict_id,
+)
 from guard.taxonomy import PolicyRef
 
 GOOD = {
@@ -71,3 +81,47 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
     dl = orjson.loads(DeadLetter("bad", "t", 1, 7, b"\xff\x00", b"k").to_json())
     assert (dl["reason"], dl["source_topic"], dl["partition"], dl["offset"]) == ("bad", "t", 1, 7)
     assert dl["original_b64"] == "/wA=" and dl["key_b64"] == "aw=="
+
+
+def test_dead_letters_are_cut_to_fit_and_say_what_was_cut() -> None:
+    original = bytes(range(256)) * 4000  # 1,024,000 bytes
+    record = DeadLetter("too big", "t", 0, 1, original, b"k" * 5000).to_json(max_bytes=300_000)
+    assert len(record) <= 300_000
+    dl = orjson.loads(record)
+    assert dl["original_truncated"] is True and dl["original_size"] == len(original)
+    assert dl["original_sha256"] == hashlib.sha256(original).hexdigest()
+    assert original.startswith(base64.b64decode(dl["original_b64"]))
+    assert "key_truncated" not in dl  # a key this small is kept whole
+    small = orjson.loads(DeadLetter("r", "t", 0, 1, b"abc").to_json(max_bytes=300_000))
+    assert small["original_b64"] == "YWJj" and "original_truncated" not in small
+
+
+def test_flagged_events_are_cut_to_fit_and_keep_the_verdict() -> None:
+    from guard.events import FlaggedEvent
+
+    turn = decode_chat_turn(orjson.dumps({**GOOD, "content": "\x01" * 900}), 1000)
+    context = tuple(Turn(Role.USER, "c" * 5000) for _ in range(10))
+    verdict = _verdict(turn)
+    full = FlaggedEvent(verdict, turn, context).to_json()
+    cut = FlaggedEvent(verdict, turn, context).to_json(max_bytes=20_000)
+    assert len(full) > 20_000 >= len(cut)
+    doc = orjson.loads(cut)
+    assert doc["verdict"] == verdict.to_dict() and doc["turn_context_omitted"] is True
+    assert 0 < doc["context_dropped"] < 10 and doc["turn"]["content"] == turn.content
+    tiny = orjson.loads(FlaggedEvent(verdict, turn, context).to_json(max_bytes=2_500))
+    assert tiny["content_truncated"]["size"] == 900 and tiny["context"] == []
+
+
+def _verdict(turn: ChatTurn) -> VerdictEvent:
+    from guard.protocol import Classification, ItemAnswer
+    from stream_app.routing import verdict_for
+
+    answer = ItemAnswer(0.9, True, (), False, PolicyRef("llama-guard-1", "1"))
+    return verdict_for(turn, Classification(answer, "guard", "1", 1.0), 1, (0.35, 0.65))
+
+
+def test_ids_are_bounded() -> None:
+    for name in ("event_id", "conversation_id", "tenant", "policy_id"):
+        with pytest.raises(EventError, match=f"'{name}' is 257 characters, over the limit"):
+            decode_chat_turn(orjson.dumps({**GOOD, name: "x" * 257}), 1000)
+    assert decode_chat_turn(orjson.dumps({**GOOD, "conversation_id": "x" * 256}), 1000)

@@ -62,3 +62,13 @@ def test_verdict_carries_the_answer_and_keeps_its_wire_shape() -> None:
     assert (wire["p_unsafe"], wire["latency_ms"]) == (0.912346, 12.346)
     assert (wire["model_name"], wire["model_version"], wire["tenant"]) == ("guard", "2", "acme")
     assert "policy" not in wire
+
+
+def test_output_keys_are_bounded() -> None:
+    from stream_app.routing import MAX_KEY_BYTES, output_key
+
+    assert output_key(None) is None
+    assert output_key(b"c-42") == b"c-42"
+    long = b"k" * (MAX_KEY_BYTES + 1)
+    assert output_key(long) == output_key(long) != output_key(long + b"!")
+    assert len(output_key(long) or b"") < 100

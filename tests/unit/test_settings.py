@@ -41,3 +41,15 @@ def test_idle_fetch_pause_is_on_by_default_and_kept_by_the_local_stack() -> None
     assert chosen.kafka.idle_fetch_backoff_ms == 5
     # the worker process gets it through its environment
     assert local.to_env()["GUARDSTREAM_KAFKA__IDLE_FETCH_BACKOFF_MS"] == "20"
+
+
+def test_content_limit_must_fit_in_a_record() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"needs kafka\.max_record_bytes"):
+        Settings(worker={"max_content_bytes": 600_000})  # type: ignore[arg-type]
+    ok = Settings(
+        worker={"max_content_bytes": 600_000},  # type: ignore[arg-type]
+        kafka={"max_record_bytes": 2_000_000},  # type: ignore[arg-type]
+    )
+    assert ok.kafka.max_record_bytes == 2_000_000
