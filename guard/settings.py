@@ -122,8 +122,12 @@ class WorkerSettings(BaseModel):
     )
     group_instance_id: str | None = Field(
         None,
-        description="Static consumer-group membership id (KIP-345): a restarted worker "
-        "with the same id takes its partitions back at once. Unique per worker replica.",
+        description=(
+            "Static consumer-group membership id (KIP-345): a restarted worker with the same"
+            " id takes its partitions back at once (the local broker hands a dead member's"
+            " partitions over no other way). Unique per worker replica; unset: app id, host"
+            " name and web port, the same for a worker restarted with the same command."
+        ),
     )
     read_ahead: int = Field(
         256, ge=1, description="Most messages buffered per partition ahead of classification."
@@ -134,6 +138,12 @@ class WorkerSettings(BaseModel):
     log_content: bool = Field(
         False, description="Log chat content (off by default: logs carry ids only)."
     )
+
+    def instance_id(self) -> str:
+        """The static membership id in force (see ``group_instance_id``)."""
+        import socket
+
+        return self.group_instance_id or f"{self.app_id}-{socket.gethostname()}-{self.web_port}"
 
 
 class TritonSettings(BaseModel):

@@ -28,7 +28,7 @@ def create_app(s: Settings) -> faust.App:
         broker_max_poll_records=s.worker.read_ahead,
         broker_commit_interval=1.0,
         broker_session_timeout=s.worker.session_timeout_s,
-        consumer_group_instance_id=s.worker.group_instance_id,
+        consumer_group_instance_id=s.worker.instance_id(),
         broker_heartbeat_interval=s.worker.session_timeout_s / 3,
         broker_rebalance_timeout=s.worker.session_timeout_s * 2,
         broker_max_poll_interval=max(60.0, s.worker.session_timeout_s * 6),

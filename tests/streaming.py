@@ -32,7 +32,6 @@ def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: o
         worker={
             "app_id": f"gs-test-{tag}",
             "web_port": free_port(),
-            "group_instance_id": f"gs-test-{tag}-0",
             "data_dir": data_dir / "worker",
             "batch_size": 16,
             "batch_window_s": 0.05,

@@ -53,3 +53,14 @@ def test_content_limit_must_fit_in_a_record() -> None:
         kafka={"max_record_bytes": 2_000_000},  # type: ignore[arg-type]
     )
     assert ok.kafka.max_record_bytes == 2_000_000
+
+
+def test_static_membership_id_is_stable_per_command_and_distinct_per_process() -> None:
+    import socket
+
+    a = Settings(worker={"web_port": 6066})  # type: ignore[arg-type]
+    assert a.worker.instance_id() == f"guardstream-{socket.gethostname()}-6066"
+    assert a.worker.instance_id() == Settings(worker={"web_port": 6066}).worker.instance_id()  # type: ignore[arg-type]
+    assert Settings(worker={"web_port": 6067}).worker.instance_id() != a.worker.instance_id()  # type: ignore[arg-type]
+    named = Settings(worker={"group_instance_id": "pod-0"})  # type: ignore[arg-type]
+    assert named.worker.instance_id() == "pod-0"
