@@ -27,6 +27,8 @@ SCHEMA_VERSION = 1
 #: Longest event id, conversation id, tenant or policy id (characters): ids are
 #: written into every output record, so they are bounded like content is.
 MAX_ID_CHARS = 256
+#: Most headers of an original record kept in its dead letter.
+MAX_HEADERS = 64
 #: Namespace of verdict ids: uuid5(namespace, event_id | model | policy).
 VERDICT_NAMESPACE = uuid.UUID("5b0c7c1e-5a8f-4d0b-9a55-6f1f0a9d2c10")
 
@@ -292,6 +294,9 @@ class DeadLetter:
     original: bytes | None
     key: bytes | None = None
     received_at: str = field(default_factory=now_rfc3339)
+    #: The original record's broker timestamp (seconds) and headers.
+    original_timestamp: float | None = None
+    original_headers: tuple[tuple[str, bytes], ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self, max_bytes: int | None = None) -> bytes:
@@ -315,6 +320,16 @@ class DeadLetter:
                 doc[f"{name}_truncated"] = True
                 doc[f"{name}_size"] = len(raw)
                 doc[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
+        doc["original_timestamp"] = self.original_timestamp
+        headers = []
+        if len(self.original_headers) > MAX_HEADERS:
+            doc["original_headers_dropped"] = len(self.original_headers) - MAX_HEADERS
+        for name, value in self.original_headers[:MAX_HEADERS]:
+            kept = value if budget is None else value[: max(0, budget)]
+            if budget is not None:
+                budget -= len(kept) + len(name)
+            headers.append({"name": name[:256], "value_b64": base64.b64encode(kept).decode()})
+        doc["original_headers"] = headers
         doc["received_at"] = self.received_at
         return orjson.dumps(doc)
 

@@ -18,6 +18,12 @@ from stream_app.triton_client import GuardClient, ModelMismatch
 log = logging.getLogger(__name__)
 
 
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    """A record's headers as (name, value) pairs, whichever form faust gives them in."""
+    items = raw.items() if isinstance(raw, dict) else (raw or ())
+    return tuple((str(k), bytes(v or b"")) for k, v in items)
+
+
 def register(app: faust.App, s: Settings) -> WorkerMetrics:
     """Topics, the moderation agent, start-up checks and web views."""
     metrics = WorkerMetrics()
@@ -85,6 +91,8 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
                     e.message.topic,
                     e.message.partition,
                     e.message.offset,
+                    e.message.timestamp,
+                    _headers(e.message.headers),
                 )
                 for e in events
             ]

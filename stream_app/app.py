@@ -30,7 +30,9 @@ def create_app(s: Settings) -> faust.App:
         broker_session_timeout=s.worker.session_timeout_s,
         consumer_group_instance_id=s.worker.instance_id(),
         broker_heartbeat_interval=s.worker.session_timeout_s / 3,
-        broker_rebalance_timeout=s.worker.session_timeout_s * 2,
+        # Longer than one Triton request may take, so that a rebalance waits for the
+        # batches in flight instead of expelling their worker.
+        broker_rebalance_timeout=max(s.worker.session_timeout_s * 2, s.triton.timeout_s + 10),
         broker_max_poll_interval=max(60.0, s.worker.session_timeout_s * 6),
         web_enabled=True,
         web_port=s.worker.web_port,

@@ -37,6 +37,9 @@ class RawMessage:
     topic: str
     partition: int
     offset: int
+    #: Broker timestamp of the record (seconds since the epoch), and its headers.
+    timestamp: float | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,15 @@ class Moderator:
     async def _dead_letter(self, msg: RawMessage, reason: str, kind: str) -> Awaitable[object]:
         self.metrics.dead_letters.labels(kind).inc()
         log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
-        dl = DeadLetter(reason, msg.topic, msg.partition, msg.offset, msg.value, msg.key)
+        dl = DeadLetter(
+            reason,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            msg.value,
+            msg.key,
+            original_timestamp=msg.timestamp,
+            original_headers=msg.headers,
+        )
         record = dl.to_json(self.s.kafka.max_record_bytes)
         return await self.send(self.s.topics.dlq, output_key(msg.key), record)

@@ -277,4 +277,5 @@ def test_huge_records_and_keys_never_crash_the_worker(
     big = by_key[b"k-huge"]
     assert big["original_truncated"] is True and big["original_size"] == len(huge)
     assert big["original_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert isinstance(big["original_timestamp"], float)  # the broker's, kept
     assert "over the limit of 256" in str(by_key[b"k-long"]["reason"])

@@ -125,3 +125,17 @@ def test_ids_are_bounded() -> None:
         with pytest.raises(EventError, match=f"'{name}' is 257 characters, over the limit"):
             decode_chat_turn(orjson.dumps({**GOOD, name: "x" * 257}), 1000)
     assert decode_chat_turn(orjson.dumps({**GOOD, "conversation_id": "x" * 256}), 1000)
+
+
+def test_dead_letters_keep_the_original_timestamp_and_headers_within_bounds() -> None:
+    headers = tuple((f"h{i}", b"v" * 100) for i in range(100))
+    dl = DeadLetter(
+        "r", "t", 0, 1, b"x", None, original_timestamp=1764500000.5, original_headers=headers
+    )
+    doc = orjson.loads(dl.to_json(max_bytes=300_000))
+    assert doc["original_timestamp"] == 1764500000.5
+    assert doc["original_headers"][0] == {
+        "name": "h0",
+        "value_b64": base64.b64encode(b"v" * 100).decode(),
+    }
+    assert len(doc["original_headers"]) == 64 and doc["original_headers_dropped"] == 36
