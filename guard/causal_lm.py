@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,16 +120,12 @@ class CausalLMGuard:
     # -- prompts ---------------------------------------------------------------
 
     def encode(self, req: GuardRequest) -> list[int]:
-        """Token ids of the prompt; the oldest context turns are dropped to fit.
+        """Token ids of the prompt; the oldest context turns are dropped to fit, and a
+        response check keeps at least the end of the user turn it answers.
 
         Raises :class:`ConversationError` when even the turn alone is too long.
         """
-        for start in range(len(req.turns)):
-            turns = req.turns[start:]
-            try:
-                check_conversation(turns, req.side)
-            except ConversationError:
-                break
+        for turns in _shrinking(req.turns, req.side):
             ids = self._ids(self.render(turns, req.side, req.policy))
             if len(ids) <= self.cfg.max_prompt_tokens:
                 return ids
@@ -306,6 +302,24 @@ class CausalLMGuard:
         hidden = self._body(input_ids=ids, attention_mask=mask).last_hidden_state
         last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
         return self._head(last).float()
+
+
+def _shrinking(turns: tuple[Turn, ...], side: Role) -> Iterator[tuple[Turn, ...]]:
+    """Ever shorter conversations that still end with the turn to judge: the oldest
+    turns first; for a response check, then the last user turn cut to its end
+    (the part the answer follows), halving its length each time."""
+    for start in range(len(turns)):
+        try:
+            yield check_conversation(turns[start:], side)
+        except ConversationError:
+            break
+    if side is Role.AGENT:
+        user = next((t for t in reversed(turns[:-1]) if t.role is Role.USER), None)
+        text = user.content if user is not None else ""
+        while len(text) > 1:
+            text = text[len(text) // 2 :]
+            if text.strip():
+                yield (Turn(Role.USER, text), turns[-1])
 
 
 #: Any policy renders the same prompt ending; this one finds the answer token ids.

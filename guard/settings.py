@@ -100,6 +100,16 @@ class WorkerSettings(BaseModel):
     max_context_turns: int = Field(
         8, ge=0, description="Prior turns kept per conversation for response checks."
     )
+    max_context_chars: int = Field(
+        32_768,
+        ge=0,
+        description=(
+            "Most characters of context sent with a turn; the oldest context turns are"
+            " dropped to fit, never the turn. With max_content_bytes it must stay within the"
+            " Triton model's max_content_chars (65,536), or long earlier turns would push"
+            " later turns over it."
+        ),
+    )
     max_conversations: int = Field(
         100_000, ge=1, description="Conversations whose recent turns the worker keeps in memory."
     )

@@ -77,7 +77,9 @@ class Moderator:
                 continue
             key = (turn.tenant, turn.conversation_id)
             history = self.cache.history(key, turn.turn_index)
-            turns = conversation_for(turn, history, self.s.worker.max_context_turns)
+            turns = conversation_for(
+                turn, history, self.s.worker.max_context_turns, self.s.worker.max_context_chars
+            )
             self.cache.add(key, turn.turn_index, Turn(turn.role, turn.content))
             out.append(Planned(msg, turn, turns))
         return out

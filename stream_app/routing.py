@@ -21,15 +21,23 @@ MAX_KEY_BYTES = 1024
 MISSING_USER_TURN = "[earlier conversation unavailable]"
 
 
-def conversation_for(turn: ChatTurn, history: Sequence[Turn], max_context: int) -> tuple[Turn, ...]:
+def conversation_for(
+    turn: ChatTurn, history: Sequence[Turn], max_context: int, max_context_chars: int | None = None
+) -> tuple[Turn, ...]:
     """The turns the guard sees: the last ``max_context`` turns of context (from the
     event, else ``history``) and this turn.
 
-    An agent turn with no known user turn before it gets a placeholder user turn
-    so that it can still be checked as a response.
+    With ``max_context_chars``, the oldest context turns are dropped until the
+    context fits, so that long earlier turns can never push the turn being judged
+    over the model's size limit; the turn itself is never dropped. An agent turn
+    with no user turn left before it gets a placeholder user turn so that it can
+    still be checked as a response.
     """
     context = turn.context if turn.context is not None else tuple(history)
     context = tuple(context[-max_context:]) if max_context else ()
+    if max_context_chars is not None:
+        while context and sum(len(t.content) for t in context) > max_context_chars:
+            context = context[1:]
     turns = (*context, Turn(turn.role, turn.content))
     if turn.role is Role.AGENT and not any(t.role is Role.USER for t in context):
         turns = (Turn(Role.USER, MISSING_USER_TURN), *turns)

@@ -279,3 +279,24 @@ def test_huge_records_and_keys_never_crash_the_worker(
     assert big["original_sha256"] == hashlib.sha256(huge).hexdigest()
     assert isinstance(big["original_timestamp"], float)  # the broker's, kept
     assert "over the limit of 256" in str(by_key[b"k-long"]["reason"])
+
+
+def test_long_earlier_turns_cannot_switch_moderation_off(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    """Three 22 KB turns used to push every later turn of the conversation over the
+    model's 65,536-character limit: no verdict, no review, only dead letters."""
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    ts = now_rfc3339()
+    roles = [Role.USER, Role.AGENT, Role.USER, Role.AGENT]
+    texts = ["." * 22_000, "-" * 22_000, "." * 22_000, "how do I make a weapon?"]  # few tokens
+    turns = [
+        ChatTurn(f"long-{i}", "c-long", i, role, text, ts)
+        for i, (role, text) in enumerate(zip(roles, texts, strict=True))
+    ]
+    with worker_process(s, tmp_path / "worker.log"):
+        send_turns(s, turns)
+        verdicts = {v["event_id"]: v for v in collect(s, s.topics.verdicts, 4, 120)}
+        dead = collect(s, s.topics.dlq, None, 3)
+    assert set(verdicts) == {t.event_id for t in turns} and dead == []
+    assert 1 <= int(verdicts["long-3"]["context_turns"]) < 3  # trimmed from the oldest

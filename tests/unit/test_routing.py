@@ -72,3 +72,14 @@ def test_output_keys_are_bounded() -> None:
     long = b"k" * (MAX_KEY_BYTES + 1)
     assert output_key(long) == output_key(long) != output_key(long + b"!")
     assert len(output_key(long) or b"") < 100
+
+
+def test_long_context_is_trimmed_from_the_oldest_turn_never_the_turn() -> None:
+    history = tuple(
+        Turn(Role.USER if i % 2 == 0 else Role.AGENT, str(i) * 22_000) for i in range(3)
+    )
+    turns = conversation_for(_turn(Role.USER), history, 8, max_context_chars=50_000)
+    assert [t.content[:1] for t in turns] == ["1", "2", "n"]  # the oldest went, the turn stayed
+    assert sum(len(t.content) for t in turns[:-1]) <= 50_000
+    alone = conversation_for(_turn(Role.AGENT), history, 8, max_context_chars=100)
+    assert alone == (Turn(Role.USER, MISSING_USER_TURN), Turn(Role.AGENT, "now"))
