@@ -59,9 +59,7 @@ def cmd_broker(args: argparse.Namespace, s: Settings) -> int:
     with broker_process(s.local.data_dir / "broker", s.local.broker_port):
         print(
             f"kafka broker ready on 127.0.0.1:{s.local.broker_port} "
-            f"(data in {s.local.data_dir / 'broker'}; Ctrl-C stops it)\n"
-            "clients of this broker: set GUARDSTREAM_KAFKA__IDLE_FETCH_BACKOFF_MS=20 "
-            "(see docs/stream.md)",
+            f"(data in {s.local.data_dir / 'broker'}; Ctrl-C stops it)",
             flush=True,
         )
         _wait_for_signal()
