@@ -33,12 +33,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident set size (VmHWM) of a process, in MiB."""
+def proc_status_mb(pid: int, key: str) -> float:
+    """A memory line of ``/proc/PID/status`` in MiB (``VmRSS``: now, ``VmHWM``: peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a process, in MiB."""
+    return proc_status_mb(pid, "VmHWM")
 
 
 def triton_model_pids(server_pid: int) -> list[int]:
@@ -267,7 +272,7 @@ def _backlog(s: Settings, n: int, work: Path, web_port: int) -> dict[str, Any]:
     with worker:
         pid = worker.pid or 0
         while True:
-            rss = _rss_mb(pid)
+            rss = proc_status_mb(pid, "VmRSS")
             samples.append(rss)
             done = _verdicts_written(web_port)
             curve.append((done, round(rss, 1)))
@@ -283,13 +288,6 @@ def _backlog(s: Settings, n: int, work: Path, web_port: int) -> dict[str, Any]:
         "backlog_worker_rss_mb_last": samples[-1] if samples else 0.0,
         "backlog_worker_rss_curve": curve[:: max(1, len(curve) // 20)] + curve[-1:],
     }
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _verdicts_written(port: int) -> int:

@@ -23,18 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import broker_and_triton, isolated_stack
+from bench.run import broker_and_triton, isolated_stack, proc_status_mb
 from guard.settings import Settings
 
 #: What ``guardstream worker`` imports before it serves (stream_app.worker.run_worker).
 WORKER_IMPORTS = "import faust, stream_app.agents, stream_app.app, stream_app.topics"
-
-
-def proc_status_mb(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def maps_torch(pid: int) -> bool:

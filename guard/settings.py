@@ -9,6 +9,7 @@ Build it once at start-up with :func:`load_settings`.
 from __future__ import annotations
 
 import json
+import socket
 from enum import StrEnum
 from pathlib import Path
 
@@ -151,8 +152,6 @@ class WorkerSettings(BaseModel):
 
     def instance_id(self) -> str:
         """The static membership id in force (see ``group_instance_id``)."""
-        import socket
-
         return self.group_instance_id or f"{self.app_id}-{socket.gethostname()}-{self.web_port}"
 
 
