@@ -79,6 +79,24 @@ class TopicSettings(BaseModel):
     replication_factor: int = Field(
         1, ge=1, description="Replication factor used when guardstream creates topics."
     )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "min.insync.replicas of the topics guardstream creates (at most the replication"
+            " factor); unset: the broker's default. With acks=all, a write then needs this"
+            " many replicas, so an acknowledged verdict survives a broker loss."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _insync_within_replication(self) -> TopicSettings:
+        if self.min_insync_replicas and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"topics.min_insync_replicas {self.min_insync_replicas} is above"
+                f" topics.replication_factor {self.replication_factor}"
+            )
+        return self
 
 
 class WorkerSettings(BaseModel):
@@ -96,7 +114,12 @@ class WorkerSettings(BaseModel):
         ),
     )
     max_content_bytes: int = Field(
-        32_768, ge=1, description="Turns whose content is larger (UTF-8 bytes) go to the DLQ."
+        32_768,
+        ge=1,
+        description=(
+            "Turns whose content is larger (UTF-8 bytes) are not judged: they get a"
+            " fail-closed verdict (unsafe, fail_closed=too_large) and go to review."
+        ),
     )
     max_context_turns: int = Field(
         8, ge=0, description="Prior turns kept per conversation for response checks."
@@ -169,6 +192,13 @@ class TritonSettings(BaseModel):
     backoff_max_s: float = Field(10.0, gt=0, description="Largest retry delay, seconds.")
     ready_timeout_s: float = Field(
         120.0, gt=0, description="How long start-up waits for the model to be ready."
+    )
+    model_control_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Sent as the `guardstream-model-control` header on model loads (retrain,"
+            " rollback) when Triton restricts its model-repository API; unset: no header."
+        ),
     )
 
 
@@ -292,6 +322,9 @@ class Settings(BaseSettings):
                     env[f"GUARDSTREAM_{group.upper()}__{key.upper()}"] = text
         if self.kafka.sasl_password is not None:
             env["GUARDSTREAM_KAFKA__SASL_PASSWORD"] = self.kafka.sasl_password.get_secret_value()
+        if self.triton.model_control_key is not None:
+            key = self.triton.model_control_key.get_secret_value()
+            env["GUARDSTREAM_TRITON__MODEL_CONTROL_KEY"] = key
         return env
 
     def for_local_stack(self) -> Settings:

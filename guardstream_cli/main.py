@@ -165,7 +165,10 @@ def cmd_rollback(args: argparse.Namespace, s: Settings) -> int:
     moved = rollback(model_dir, args.to)
     print(f"archived versions {moved} of {model_dir}", flush=True)
     if not args.no_reload:
-        print(f"triton serves versions {reload_model(s.triton.url, s.triton.model_name)}")
+        ready = reload_model(
+            s.triton.url, s.triton.model_name, control_key=s.triton.model_control_key
+        )
+        print(f"triton serves versions {ready}")
     return 0
 
 

@@ -14,6 +14,12 @@ from stream_app.kafka_config import aiokafka_options
 log = logging.getLogger(__name__)
 
 
+def topic_configs(s: Settings) -> dict[str, str]:
+    """Per-topic configuration of the topics guardstream creates."""
+    n = s.topics.min_insync_replicas
+    return {} if n is None else {"min.insync.replicas": str(n)}
+
+
 def topic_names(s: Settings) -> list[str]:
     t = s.topics
     return [t.input, t.verdicts, t.flagged, t.dlq, t.reviews]
@@ -33,7 +39,15 @@ async def create_topics(s: Settings) -> list[str]:
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 await admin.create_topics(
-                    [NewTopic(n, s.topics.partitions, s.topics.replication_factor) for n in wanted]
+                    [
+                        NewTopic(
+                            n,
+                            s.topics.partitions,
+                            s.topics.replication_factor,
+                            topic_configs=topic_configs(s),
+                        )
+                        for n in wanted
+                    ]
                 )
         for n in wanted:
             log.info("created topic %s (%d partitions)", n, s.topics.partitions)

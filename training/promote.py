@@ -16,9 +16,16 @@ import shutil
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from guard.protocol import CHECKPOINT_ENV
 
 log = logging.getLogger(__name__)
+
+# Header key of the model-control key when Triton restricts its model-repository API
+# (--grpc-restricted-protocol / --http-restricted-api, as the Helm chart runs it). Over
+# gRPC, Triton expects it with the "triton-grpc-protocol-" prefix.
+MODEL_CONTROL_HEADER = "guardstream-model-control"
 
 
 def versions(model_dir: Path) -> list[int]:
@@ -97,14 +104,30 @@ def rollback(model_dir: Path, to: int | None = None) -> list[int]:
     return moved
 
 
-def reload_model(triton_url: str, model_name: str, timeout_s: float = 300.0) -> list[str]:
-    """Ask Triton (explicit mode) to load the model again; return its ready versions."""
+def model_control_headers(key: SecretStr | str | None) -> dict[str, str]:
+    """gRPC headers of a model-repository request: the model-control key, when one is set."""
+    value = key.get_secret_value() if isinstance(key, SecretStr) else key
+    return {f"triton-grpc-protocol-{MODEL_CONTROL_HEADER}": value} if value else {}
+
+
+def reload_model(
+    triton_url: str,
+    model_name: str,
+    timeout_s: float = 300.0,
+    control_key: SecretStr | str | None = None,
+) -> list[str]:
+    """Ask Triton (explicit mode) to load the model again; return its ready versions.
+
+    ``control_key`` (``triton.model_control_key``) is sent in the header that a
+    restricted model-repository API checks; without one no header is sent.
+    """
     import tritonclient.grpc as grpcclient
 
+    headers = model_control_headers(control_key)
     client = grpcclient.InferenceServerClient(triton_url)
     try:
-        client.load_model(model_name, client_timeout=timeout_s)
-        index = client.get_model_repository_index(as_json=True).get("models", [])
+        client.load_model(model_name, headers=headers, client_timeout=timeout_s)
+        index = client.get_model_repository_index(headers=headers, as_json=True).get("models", [])
         return [
             m.get("version", "")
             for m in index

@@ -153,7 +153,9 @@ def retrain(
         result.status = "promoted"
         result.reason = f"AUPRC {c_auprc:.4f} >= {s_auprc:.4f} + {t.promotion_margin}"
         if reload:
-            ready = promote.reload_model(s.triton.url, s.triton.model_name)
+            ready = promote.reload_model(
+                s.triton.url, s.triton.model_name, control_key=s.triton.model_control_key
+            )
             log.info("triton serves %s versions %s", s.triton.model_name, ready)
     else:
         result.reason = (

@@ -16,6 +16,7 @@ import shutil
 import sys
 import sysconfig
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,11 +89,14 @@ def triton_process(
     env: dict[str, str] | None = None,
     timeout_s: float = 180.0,
     exit_timeout_s: int = 5,
+    extra_args: Sequence[str] = (),
 ) -> ManagedProcess:
     """A ready-checked tritonserver serving ``model_repository``.
 
     With ``explicit_models`` the server runs in explicit model-control mode and
     loads just those (new versions are loaded through the repository API).
+    ``extra_args`` go to tritonserver as they are (for example the restricted-API
+    flags the Helm chart sets).
     """
     binary = _pytriton_dir() / "bin" / "tritonserver"
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +122,7 @@ def triton_process(
     if explicit_models is not None:
         argv.append("--model-control-mode=explicit")
         argv += [f"--load-model={m}" for m in explicit_models]
+    argv += list(extra_args)
     return ManagedProcess(
         "tritonserver",
         argv,

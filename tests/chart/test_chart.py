@@ -111,6 +111,7 @@ def test_triton_args_ports_and_model_repository_claim(render):
         "--http-port=8000",
         "--grpc-port=8001",
         "--metrics-port=8002",
+        *restricted_flags("guardstream-model-control"),
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
         "http": 8000,
@@ -275,7 +276,9 @@ def test_sasl_password_comes_from_a_secret(render):
     assert data["GUARDSTREAM_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["GUARDSTREAM_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert not any("USERNAME" in k or "PASSWORD" in k for k in data)
-    assert "Secret" not in kinds(docs)  # credentials are referenced, never rendered
+    # Credentials are referenced, never rendered: the one Secret is the chart's own
+    # model-control key.
+    assert [s["metadata"]["name"] for s in secrets(docs)] == [f"{FULLNAME}-model-control"]
     guardstream_containers = [
         container(stream_app(docs), "stream-app"),
         container(retrain(docs), "retrain"),
@@ -554,3 +557,142 @@ def test_schema_rejects_unknown_values(helm_template):
     proc = helm_template("--set", "kafka.securityProtocol=TLS")
     assert proc.returncode != 0
     assert "kafka.securityProtocol" in proc.stderr
+
+
+# --- hostile input and operator safety ------------------------------------------------
+
+
+def writable_volume(workload: dict[str, Any], c: dict[str, Any], path: str) -> str | None:
+    """Name of the writable emptyDir or claim that ``path`` lies under in ``c``, if any."""
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    for m in c["volumeMounts"]:
+        if path != m["mountPath"] and not path.startswith(m["mountPath"].rstrip("/") + "/"):
+            continue
+        volume = volumes[m["name"]]
+        claim = volume.get("persistentVolumeClaim")
+        if m.get("readOnly") or (claim and claim.get("readOnly")):
+            continue
+        if "emptyDir" in volume or claim:
+            return m["name"]
+    return None
+
+
+@pytest.mark.parametrize("scenario", ["default", "no-gpu-retrain", "ssl-metrics-closed"])
+def test_retrain_writes_only_to_mounted_volumes(render, scenario):
+    docs = render(scenario)
+    cron = retrain(docs)
+    c = container(cron, "retrain")
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    env = env_of(c)
+    # Everything `guardstream retrain` writes: dataset snapshots and runs (the work dir),
+    # temporary files, caches under HOME and the Hugging Face cache.
+    for name in ("GUARDSTREAM_TRAINING__WORK_DIR", "TMPDIR", "HOME", "HF_HOME"):
+        path = env[name]["value"]
+        assert path.startswith("/"), f"{name}={path} is relative to the read-only image"
+        assert writable_volume(cron, c, path), f"{name}={path} is on the read-only root"
+    # Runs hold full checkpoints: the work dir has its own emptyDir, not /tmp's.
+    work = writable_volume(cron, c, env["GUARDSTREAM_TRAINING__WORK_DIR"]["value"])
+    volumes = {v["name"]: v for v in pod_spec(cron)["volumes"]}
+    assert (
+        volumes[work]["emptyDir"]["sizeLimit"]
+        == scenario_values(scenario)["retrain"]["workDirSizeLimit"]
+    )
+    # The new versions themselves persist on the claim.
+    assert writable_volume(cron, c, env["GUARDSTREAM_LOCAL__MODEL_REPOSITORY"]["value"]) == (
+        "models"
+    )
+
+
+MODEL_CONTROL_ENV = "GUARDSTREAM_TRITON__MODEL_CONTROL_KEY"
+
+
+def restricted_flags(header: str) -> list[str]:
+    value = f"{header}=$({MODEL_CONTROL_ENV})"
+    return [
+        f"--grpc-restricted-protocol=model-repository:{value}",
+        f"--http-restricted-api=model-repository:{value}",
+    ]
+
+
+def secrets(docs: Manifests) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("scenario", ALL_SCENARIOS)
+def test_model_control_api_is_open_only_to_retrain(render, scenario):
+    from training.promote import MODEL_CONTROL_HEADER
+
+    docs = render(scenario)
+    t = container(triton(docs), "triton")
+    assert set(restricted_flags(MODEL_CONTROL_HEADER)) <= set(t["args"])
+    (secret,) = secrets(docs)
+    assert secret["metadata"]["name"] == f"{FULLNAME}-model-control"
+    assert secret["type"] == "Opaque"
+    assert len(secret["data"]["key"]) >= 40  # base64 of a random key
+    ref = {"secretKeyRef": {"name": f"{FULLNAME}-model-control", "key": "key"}}
+    assert env_of(t)[MODEL_CONTROL_ENV] == {"name": MODEL_CONTROL_ENV, "valueFrom": ref}
+    if "CronJob" in kinds(docs):
+        env = env_of(container(retrain(docs), "retrain"))
+        assert env[MODEL_CONTROL_ENV] == {"name": MODEL_CONTROL_ENV, "valueFrom": ref}
+    # The worker handles hostile input: it never gets the key, nor does the topics job.
+    assert MODEL_CONTROL_ENV not in config(docs)
+    others = [container(stream_app(docs), "stream-app")]
+    if "Job" in kinds(docs):
+        others.append(container(one(docs, "Job", f"{FULLNAME}-topics"), "topics"))
+    for c in others:
+        assert MODEL_CONTROL_ENV not in env_of(c)
+        assert all("secretRef" not in source for source in c.get("envFrom", []))
+
+
+def test_model_control_key_from_an_existing_secret(render):
+    docs = render(
+        "default",
+        "--set",
+        "triton.modelControl.secretName=triton-admin",
+        "--set",
+        "triton.modelControl.secretKey=token",
+    )
+    assert secrets(docs) == []
+    ref = {"secretKeyRef": {"name": "triton-admin", "key": "token"}}
+    for c in (container(triton(docs), "triton"), container(retrain(docs), "retrain")):
+        assert env_of(c)[MODEL_CONTROL_ENV]["valueFrom"] == ref
+
+
+def test_model_control_restriction_can_be_turned_off(render):
+    docs = render("default", "--set", "triton.modelControl.enabled=false")
+    assert secrets(docs) == []
+    t = container(triton(docs), "triton")
+    assert not any("restricted" in arg for arg in t["args"])
+    for c in (t, container(retrain(docs), "retrain")):
+        assert MODEL_CONTROL_ENV not in env_of(c)
+
+
+MIN_ISR = "GUARDSTREAM_TOPICS__MIN_INSYNC_REPLICAS"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ((), "2"),  # replicationFactor 3
+        (("--set", "kafka.topics.replicationFactor=2"), "1"),
+        (("--set", "kafka.topics.replicationFactor=1"), None),
+        (("--set", "kafka.topics.minInsyncReplicas=3"), "3"),
+    ],
+)
+def test_topics_are_created_with_min_insync_replicas(render, extra, expected):
+    docs = render("topics-job-no-netpol", *extra)
+    env = env_of(container(one(docs, "Job", f"{FULLNAME}-topics"), "topics"))
+    if expected is None:
+        assert MIN_ISR not in env
+    else:
+        assert env[MIN_ISR]["value"] == expected
+        assert config(docs)[MIN_ISR] == expected
+
+
+def test_min_insync_replicas_above_replication_fails_rendering(helm_template):
+    proc = helm_template("--set", "kafka.topics.minInsyncReplicas=4")
+    assert proc.returncode != 0
+    assert "kafka.topics.minInsyncReplicas (4) must not exceed" in proc.stderr
+    proc = helm_template("--set", "kafka.topics.minInsyncReplicas=0")
+    assert proc.returncode != 0
+    assert "minInsyncReplicas" in proc.stderr

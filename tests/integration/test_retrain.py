@@ -9,6 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from pydantic import SecretStr
+from tritonclient.utils import InferenceServerException
 
 from guard.conversation import Role, Turn
 from guard.events import ChatTurn, now_rfc3339
@@ -22,6 +24,9 @@ from tests.streaming import isolated_settings
 from tests.unit.test_dataset import review
 from training import promote
 from training.retrain import retrain
+
+#: The model-control key Triton checks on model loads (a Secret in the chart).
+KEY = "test-model-control-key"
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +119,8 @@ def test_review_events_to_a_new_served_version_then_reject_then_rollback(
                 }
             ),
             "local": base.local.model_copy(update={"model_repository": repo}),
+            # Triton's model-repository API restricted to holders of a key, as the chart runs it.
+            "triton": base.triton.model_copy(update={"model_control_key": SecretStr(KEY)}),
         }
     )
     labels = {i: i % 2 == 0 for i in range(80)}
@@ -132,8 +139,18 @@ def test_review_events_to_a_new_served_version_then_reject_then_rollback(
     asyncio.run(produce(s, [(None, r) for r in reviews + bad], topic=s.topics.reviews))
 
     env = {"GUARDSTREAM_MODEL_CHECKPOINT": str(tiny_lg1)}
+    restricted = [
+        f"--grpc-restricted-protocol=model-repository:{promote.MODEL_CONTROL_HEADER}={KEY}",
+        f"--http-restricted-api=model-repository:{promote.MODEL_CONTROL_HEADER}={KEY}",
+    ]
     with triton_process(
-        repo, tmp_path / "triton", ports, explicit_models=["guard"], env=env, timeout_s=240
+        repo,
+        tmp_path / "triton",
+        ports,
+        explicit_models=["guard"],
+        env=env,
+        timeout_s=240,
+        extra_args=restricted,
     ):
         import os
 
@@ -165,7 +182,14 @@ def test_review_events_to_a_new_served_version_then_reject_then_rollback(
             assert _served_version(s) == "2"
 
             assert promote.rollback(repo / "guard") == [2]
-            assert promote.reload_model(s.triton.url, "guard") == ["1"]
+            # Without the key (anyone else on the network) Triton refuses to load models.
+            for key in (None, "wrong-key"):
+                with pytest.raises(
+                    InferenceServerException, match=r"(?i)unauthenticated|restricted"
+                ):
+                    promote.reload_model(s.triton.url, "guard", control_key=key)
+            assert _served_version(s) == "2"
+            assert promote.reload_model(s.triton.url, "guard", control_key=KEY) == ["1"]
             assert _served_version(s) == "1"
         finally:
             os.environ.pop("GUARDSTREAM_MODEL_CHECKPOINT", None)

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from training import promote
 from training.metrics import binary_report, per_category_auprc
@@ -67,3 +68,12 @@ def test_model_parameters_read_as_triton_does(tmp_path: Path) -> None:
         'parameters: { key: "threshold" value: { string_value: "0.7" } }\n'
     )
     assert model_parameters(tmp_path) == {"threshold": "0.7"}
+
+
+def test_model_control_headers_carry_the_key_only_when_set() -> None:
+    # Triton checks a restricted gRPC protocol's key as "triton-grpc-protocol-<key>".
+    header = "triton-grpc-protocol-guardstream-model-control"
+    assert promote.model_control_headers(SecretStr("k3y")) == {header: "k3y"}
+    assert promote.model_control_headers("k3y") == {header: "k3y"}
+    assert promote.model_control_headers(None) == {}
+    assert promote.model_control_headers("") == {}

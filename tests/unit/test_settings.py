@@ -64,3 +64,13 @@ def test_static_membership_id_is_stable_per_command_and_distinct_per_process() -
     assert Settings(worker={"web_port": 6067}).worker.instance_id() != a.worker.instance_id()  # type: ignore[arg-type]
     named = Settings(worker={"group_instance_id": "pod-0"})  # type: ignore[arg-type]
     assert named.worker.instance_id() == "pod-0"
+
+
+def test_topics_are_created_with_min_insync_replicas_within_the_replication_factor() -> None:
+    from stream_app.topics import topic_configs
+
+    assert topic_configs(Settings()) == {}  # the broker's default
+    s = Settings(topics={"replication_factor": 3, "min_insync_replicas": 2})  # type: ignore[arg-type]
+    assert topic_configs(s) == {"min.insync.replicas": "2"}
+    with pytest.raises(ValueError, match="min_insync_replicas 3 is above"):
+        Settings(topics={"replication_factor": 2, "min_insync_replicas": 3})  # type: ignore[arg-type]

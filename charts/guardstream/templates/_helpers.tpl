@@ -94,6 +94,39 @@ Name of the model repository PersistentVolumeClaim.
 {{- end }}
 
 {{/*
+Triton's model-repository API answers only requests carrying this key in the
+guardstream-model-control header (training/promote.py MODEL_CONTROL_HEADER). The key comes
+from triton.modelControl.secretName, or from the Secret the chart creates. Give the env var
+only to Triton and the retrain job: never to the worker, which handles hostile input.
+*/}}
+{{- define "guardstream.modelControlSecretName" -}}
+{{- default (printf "%s-model-control" (include "guardstream.fullname" .)) .Values.triton.modelControl.secretName }}
+{{- end }}
+
+{{- define "guardstream.modelControlEnv" -}}
+{{- if .Values.triton.modelControl.enabled -}}
+- name: GUARDSTREAM_TRITON__MODEL_CONTROL_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "guardstream.modelControlSecretName" . }}
+      key: {{ .Values.triton.modelControl.secretKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+min.insync.replicas of the created topics: the value, else replicationFactor - 1; empty
+with a replication factor of 1.
+*/}}
+{{- define "guardstream.minInsyncReplicas" -}}
+{{- $t := .Values.kafka.topics }}
+{{- if not (kindIs "invalid" $t.minInsyncReplicas) }}
+{{- $t.minInsyncReplicas | int }}
+{{- else if ge (int $t.replicationFactor) 2 }}
+{{- sub (int $t.replicationFactor) 1 }}
+{{- end }}
+{{- end }}
+
+{{/*
 Pod-level security context shared by every pod: non-root, fixed uid/gid, RuntimeDefault seccomp.
 */}}
 {{- define "guardstream.podSecurityContext" -}}
@@ -228,6 +261,10 @@ Checks no JSON schema can express; rendering fails with a clear message.
 {{- if ne (empty .Values.kafka.tls.certKey) (empty .Values.kafka.tls.keyKey) }}
 {{- fail "kafka.tls.certKey and kafka.tls.keyKey go together: set both for mutual TLS, or neither" }}
 {{- end }}
+{{- $topics := .Values.kafka.topics }}
+{{- if and (not (kindIs "invalid" $topics.minInsyncReplicas)) (gt (int $topics.minInsyncReplicas) (int $topics.replicationFactor)) }}
+{{- fail (printf "kafka.topics.minInsyncReplicas (%d) must not exceed kafka.topics.replicationFactor (%d): no write could ever be acknowledged" (int $topics.minInsyncReplicas) (int $topics.replicationFactor)) }}
+{{- end }}
 {{- if gt (float64 .Values.policy.reviewBandLow) (float64 .Values.policy.reviewBandHigh) }}
 {{- fail "policy.reviewBandLow must not exceed policy.reviewBandHigh" }}
 {{- end }}
@@ -270,6 +307,9 @@ GUARDSTREAM_TOPICS__DLQ: {{ .Values.kafka.topics.dlq | quote }}
 GUARDSTREAM_TOPICS__REVIEWS: {{ .Values.kafka.topics.reviews | quote }}
 GUARDSTREAM_TOPICS__PARTITIONS: {{ .Values.kafka.topics.partitions | int | quote }}
 GUARDSTREAM_TOPICS__REPLICATION_FACTOR: {{ .Values.kafka.topics.replicationFactor | int | quote }}
+{{- with include "guardstream.minInsyncReplicas" . }}
+GUARDSTREAM_TOPICS__MIN_INSYNC_REPLICAS: {{ . | quote }}
+{{- end }}
 GUARDSTREAM_WORKER__BATCH_SIZE: {{ .Values.worker.batchSize | int | quote }}
 GUARDSTREAM_WORKER__BATCH_WINDOW_S: {{ .Values.worker.batchWindowS | toString | quote }}
 GUARDSTREAM_WORKER__MAX_IN_FLIGHT: {{ .Values.worker.maxInFlight | int | quote }}
