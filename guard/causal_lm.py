@@ -90,6 +90,10 @@ class CausalLMGuard:
         self.cfg = config or ScorerConfig()
         self.threshold = self.cfg.threshold_or(None)
         self.name = name
+        #: Half the prompt budget in characters: a window (at most a token per
+        #: character) leaves room for the policy and the context.
+        self.window_chars = max(64, self.cfg.max_prompt_tokens // 2)
+        self.window_threshold = self.threshold
         self.device = next(model.parameters()).device
         self.specials = tuple(
             sorted(set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab()))  # type: ignore[attr-defined]

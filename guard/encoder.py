@@ -63,6 +63,12 @@ class ViewConfig:
     context_tokens: int = 64
     #: "user_agent" (``User: ...\\nAgent: ...``) or "agent_only" for response checks.
     response_view: str = "user_agent"
+    #: A turn longer than this (characters) is also judged sentence by sentence,
+    #: in windows this long: the mean over a long view dilutes one harmful sentence.
+    window_chars: int = 120
+    #: Score at or above which one window makes the turn unsafe: one sentence out
+    #: of context scores higher than in it, so a window needs more than the turn.
+    window_threshold: float = 0.97
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,8 @@ class EncoderHeadGuard:
         self.threshold = self.cfg.threshold_or(threshold)
         self.category_threshold = category_threshold
         self.name = name
+        self.window_chars = encoder.view.window_chars
+        self.window_threshold = max(self.threshold, encoder.view.window_threshold)
 
     @classmethod
     def load(cls, checkpoint: Path | str, config: ScorerConfig | None = None) -> EncoderHeadGuard:
@@ -263,9 +271,9 @@ class EncoderHeadGuard:
         """Validate ``req`` and build the encoder input.
 
         Raises :class:`ConversationError` for an invalid conversation, or when the
-        turn alone is longer than ``max_prompt_tokens`` tokens (scoring a cut-down
-        view of a huge turn could miss what matters, so it is refused as the
-        causal-LM scorer refuses what does not fit).
+        turn alone is longer than ``max_prompt_tokens`` tokens (a cut-down view of
+        a huge turn could miss what matters; :class:`guard.serving.GuardService`
+        then judges it window by window).
         """
         turns = check_conversation(req.turns, req.side)
         n = len(self.encoder.tokens(turns[-1].content))

@@ -48,6 +48,12 @@ class Guard(Protocol[P]):
     """What the Triton model, evaluation and benchmarks need from a guard model."""
 
     name: str
+    #: Longest turn (characters) this model judges well in one view; longer turns
+    #: are also judged in windows of this size (:mod:`guard.windows`).
+    window_chars: int
+    #: Score at or above which one window makes the turn unsafe (at least the
+    #: model's threshold; see :func:`guard.windows.judged`).
+    window_threshold: float
 
     def prepare(self, req: GuardRequest) -> P:
         """Model input for ``req``; :class:`ConversationError` when it cannot fit."""

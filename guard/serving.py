@@ -10,18 +10,25 @@ other requests in the same batch are answered normally.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guard.conversation import ConversationError, check_conversation, parse_role, turns_from_json
+from guard.conversation import (
+    ConversationError,
+    Turn,
+    check_conversation,
+    parse_role,
+    turns_from_json,
+)
 from guard.errors import InvalidInput
 from guard.loaders import load_guard
 from guard.prompt import PromptFormat
 from guard.protocol import CHECKPOINT_ENV, INVALID_REQUEST, ItemAnswer, RawItem
 from guard.scoring import Guard, GuardRequest, GuardResult, ScorerConfig
 from guard.taxonomy import DEFAULT_POLICY_ID, Policy, PolicyRegistry
+from guard.windows import judged, windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,9 @@ class ServiceConfig:
     default_policy_id: str = DEFAULT_POLICY_ID
     policy_dir: Path | None = None
     max_content_chars: int = 65_536
+    #: Longest turn judged in one view; a longer one is also judged in windows of
+    #: this many characters (:mod:`guard.windows`). None: the model's own size.
+    window_chars: int | None = None
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], version_dir: Path) -> ServiceConfig:
@@ -58,7 +68,7 @@ class ServiceConfig:
             checkpoint=ckpt,
             scorer=scorer,
             policy_dir=Path(policy_dir) if policy_dir else None,
-            **_params(params, default_policy_id=str, max_content_chars=int),
+            **_params(params, default_policy_id=str, max_content_chars=int, window_chars=int),
         )
 
 
@@ -102,23 +112,30 @@ class GuardService:
 
     def handle(self, requests: Sequence[Sequence[RawItem]]) -> list[list[ItemAnswer] | str]:
         """One answer list, or one error string, per request, in order."""
-        prepared: list[list[tuple[Policy, Any]] | str] = []
+        prepared: list[list[Prepared] | str] = []
         for items in requests:
             try:
                 prepared.append([self._prepare(item) for item in items])
             except InvalidInput as exc:
                 prepared.append(INVALID_REQUEST + str(exc))
-        flat = [p for req in prepared if not isinstance(req, str) for _, p in req]
+        flat = [v for req in prepared if not isinstance(req, str) for p in req for v in p.views]
         results = iter(self.guard.score_prepared(flat))
         out: list[list[ItemAnswer] | str] = []
         for req in prepared:
             if isinstance(req, str):
                 out.append(req)
             else:
-                out.append([answer_of(next(results), policy) for policy, _ in req])
+                out.append([answer_of(self._judged(p, results), p.policy) for p in req])
         return out
 
-    def _prepare(self, item: RawItem) -> tuple[Policy, Any]:
+    def _judged(self, p: Prepared, results: Iterator[GuardResult]) -> GuardResult:
+        rs = [next(results) for _ in p.views]
+        if len(rs) == 1 and p.whole:
+            return rs[0]
+        whole, parts = (rs[0], rs[1:]) if p.whole else (None, rs)
+        return judged(whole, parts, self.guard.window_threshold)
+
+    def _prepare(self, item: RawItem) -> Prepared:
         if len(item.conversation) > self.cfg.max_content_chars * 4 + 1024:
             raise ConversationError(
                 f"conversation is {len(item.conversation)} bytes, over the limit"
@@ -132,7 +149,34 @@ class GuardService:
         policy = self.policies.get(policy_id)
         turns = turns_from_json(item.conversation)
         checked = check_conversation(turns, side, self.cfg.max_content_chars)
-        return policy, self.guard.prepare(GuardRequest(checked, side, policy))
+        views = judged_views(checked, self.cfg.window_chars or self.guard.window_chars)
+        try:
+            whole = [self.guard.prepare(GuardRequest(views[0], side, policy))]
+        except ConversationError:
+            if len(views) == 1:
+                raise
+            whole = []  # the whole view of a long turn may not fit; its windows must
+        parts = [self.guard.prepare(GuardRequest(v, side, policy)) for v in views[1:]]
+        return Prepared(policy, bool(whole), [*whole, *parts])
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One item's model inputs: its whole view (when it fits), then one per window."""
+
+    policy: Policy
+    whole: bool
+    views: list[Any]
+
+
+def judged_views(turns: tuple[Turn, ...], window_chars: int) -> list[tuple[Turn, ...]]:
+    """The conversation as the model judges it: whole, and, when its last turn is
+    longer than ``window_chars``, once more per window of that turn (same context)."""
+    last = turns[-1]
+    parts = windows(last.content, window_chars)
+    if len(parts) == 1:
+        return [turns]
+    return [turns, *((*turns[:-1], Turn(last.role, w)) for w in parts)]
 
 
 def answer_of(result: GuardResult, policy: Policy) -> ItemAnswer:

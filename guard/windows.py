@@ -1,0 +1,86 @@
+"""Long turns are judged in overlapping, sentence-aligned windows.
+
+A model sees a bounded view of a turn: the encoder guard a few hundred tokens
+(and a mean over them, which dilutes one harmful sentence in benign filler), a
+causal LM ``max_prompt_tokens``. So a turn longer than the model's window is
+also cut into windows: whole sentences packed up to ``max_chars``, each window
+starting with the last sentence of the one before (so a request split across
+a boundary is seen whole once). A sentence longer than a window is cut into
+overlapping pieces. The turn takes its worst window (:func:`judged`).
+
+Pure functions; :class:`guard.serving.GuardService` applies them to every model
+kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from guard.scoring import GuardResult
+
+#: A sentence: up to and including its end punctuation (or a line break).
+_SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?。！？]+[\"')\]]*|\n+|$)")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after each sentence end; the pieces join back to ``text``."""
+    return [s for s in _SENTENCE.findall(text) if s]
+
+
+def _pieces(text: str, max_chars: int) -> list[str]:
+    """Sentences, the ones longer than ``max_chars`` cut with a quarter overlap."""
+    step = max(1, max_chars - max_chars // 4)
+    out = []
+    for s in sentences(text):
+        if len(s) <= max_chars:
+            out.append(s)
+        else:
+            out.extend(s[i : i + max_chars] for i in range(0, len(s) - max_chars // 4, step))
+    return out
+
+
+def windows(text: str, max_chars: int) -> list[str]:
+    """``text`` itself when it fits in ``max_chars``; else its windows, in order.
+
+    Every character of ``text`` is in at least one window, no window is longer
+    than ``max_chars``, and consecutive windows share a sentence (or a quarter
+    of a long sentence).
+    """
+    if max_chars < 1:
+        raise ValueError("max_chars must be >= 1")
+    if len(text) <= max_chars:
+        return [text]
+    out: list[str] = []
+    current: list[str] = []
+    for piece in _pieces(text, max_chars):
+        if current and sum(map(len, current)) + len(piece) > max_chars:
+            out.append("".join(current))
+            last = current[-1]
+            current = [last] if len(last) + len(piece) <= max_chars else []
+        current.append(piece)
+    out.append("".join(current))
+    return [w for w in out if w.strip()]
+
+
+def judged(
+    whole: GuardResult | None, parts: Sequence[GuardResult], window_threshold: float
+) -> GuardResult:
+    """The verdict of a turn judged whole and in windows.
+
+    The whole view's verdict, unless a window is unsafe with a score of at least
+    ``window_threshold`` (or could not be read): then that window's, the highest
+    one. ``window_threshold`` is the model's bar for one window, at or above its
+    threshold: a model that averages over its input (the encoder guard) scores
+    sentences out of context higher, and taking the maximum of many windows
+    would raise its false positives on long benign text. ``whole`` is None when
+    the turn only fits the model window by window; the highest window decides.
+    """
+    if not parts:
+        raise ValueError("no window results")
+    hits = [r for r in parts if r.parse_error or (r.unsafe and r.p_unsafe >= window_threshold)]
+    error = next((r.parse_error for r in (whole, *parts) if r is not None and r.parse_error), None)
+    if hits or whole is None:
+        top = max(hits or parts, key=lambda r: r.p_unsafe)
+        return GuardResult(top.p_unsafe, bool(hits) or top.unsafe, top.codes, error)
+    return GuardResult(whole.p_unsafe, whole.unsafe, whole.codes, error)
