@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,7 +29,7 @@ SCHEMA_VERSION = 1
 MAX_ID_CHARS = 256
 #: Most headers of an original record kept in its dead letter.
 MAX_HEADERS = 64
-#: Namespace of verdict ids: uuid5(namespace, event_id | model | policy).
+#: Namespace of verdict ids: uuid5(namespace, event_id | model | policy | basis).
 VERDICT_NAMESPACE = uuid.UUID("5b0c7c1e-5a8f-4d0b-9a55-6f1f0a9d2c10")
 
 
@@ -46,6 +46,33 @@ class ReviewReason(StrEnum):
     UNSAFE = "unsafe"
     PARSE_ERROR = "parse_error"
     UNCERTAIN = "uncertain"
+    FAIL_CLOSED = "fail_closed"
+
+
+class FailClosed(StrEnum):
+    """Why an addressable turn got an unsafe verdict without being judged whole."""
+
+    #: The content is over ``worker.max_content_bytes``.
+    TOO_LARGE = "too_large"
+    #: The context sent with the turn is over four times that.
+    CONTEXT_TOO_LARGE = "context_too_large"
+    #: The model refused the request (for example: it cannot fit the turn).
+    REJECTED_BY_MODEL = "rejected_by_model"
+
+
+class Unjudgeable(EventError):
+    """A turn with valid ids that cannot be judged whole: it gets a fail-closed
+    verdict (:class:`FailClosed`), not a dead letter."""
+
+    def __init__(self, message: str, reason: FailClosed, turn: ChatTurn) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.turn = turn
+
+
+def context_digest(context: Sequence[Turn]) -> str:
+    """SHA-256 of the context a turn was judged in (roles and contents, in order)."""
+    return hashlib.sha256(orjson.dumps(turns_to_rows(context))).hexdigest()
 
 
 def now_rfc3339() -> str:
@@ -140,7 +167,8 @@ def _load_event(raw: bytes | None) -> dict[str, Any]:
 
 
 def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
-    """Validate and decode a chat-turn event; :class:`EventError` says why not."""
+    """Validate and decode a chat-turn event; :class:`EventError` says why not
+    (:class:`Unjudgeable`, with the decoded turn, when only its size is wrong)."""
     data = _load_event(raw)
     event_id = _id(data, "event_id")
     conversation_id = _id(data, "conversation_id")
@@ -151,21 +179,13 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
         raise EventError("turn_index must be >= 0")
     role = _checked(parse_role, _field(data, "role", str), "field 'role'")
     content = _field(data, "content", str)
-    size = len(content.encode("utf-8"))
-    if size > max_content_bytes:
-        raise EventError(f"content is {size} bytes, over the limit of {max_content_bytes}")
     if not content.strip():
         raise EventError("content is empty")
     timestamp = _field(data, "timestamp", str)
     parse_rfc3339(timestamp)
     context_raw = _field(data, "context", list, required=False)
-    context = None
-    if context_raw is not None:
-        context = _checked(parse_turns, context_raw, "context")
-        total = size + sum(len(t.content.encode("utf-8")) for t in context)
-        if total > max_content_bytes * 4:
-            raise EventError(f"context is {total} bytes, over the limit of {max_content_bytes * 4}")
-    return ChatTurn(
+    context = None if context_raw is None else _checked(parse_turns, context_raw, "context")
+    turn = ChatTurn(
         event_id=event_id,
         conversation_id=conversation_id,
         turn_index=turn_index,
@@ -176,6 +196,22 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
         policy_id=_id(data, "policy_id", required=False),
         context=context,
     )
+    size = len(content.encode("utf-8"))
+    if size > max_content_bytes:
+        raise Unjudgeable(
+            f"content is {size} bytes, over the limit of {max_content_bytes}",
+            FailClosed.TOO_LARGE,
+            turn,
+        )
+    if context is not None:
+        total = size + sum(len(t.content.encode("utf-8")) for t in context)
+        if total > max_content_bytes * 4:
+            raise Unjudgeable(
+                f"context is {total} bytes, over the limit of {max_content_bytes * 4}",
+                FailClosed.CONTEXT_TOO_LARGE,
+                turn,
+            )
+    return turn
 
 
 def _checked(parse: Any, value: object, what: str) -> Any:
@@ -186,9 +222,13 @@ def _checked(parse: Any, value: object, what: str) -> Any:
         raise EventError(str(exc)) from None
 
 
-def verdict_id(event_id: str, model: str, model_version: str, policy: PolicyRef) -> str:
-    """Deterministic: the same turn judged by the same model and policy, the same id."""
-    return str(uuid.uuid5(VERDICT_NAMESPACE, f"{event_id}|{model}:{model_version}|{policy}"))
+def verdict_id(event_id: str, model: str, model_version: str, policy: PolicyRef, basis: str) -> str:
+    """Deterministic: the same turn judged by the same model and policy on the same
+    basis (the digest of the context it was judged in, or why it failed closed),
+    the same id."""
+    return str(
+        uuid.uuid5(VERDICT_NAMESPACE, f"{event_id}|{model}:{model_version}|{policy}|{basis}")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +251,10 @@ class VerdictEvent:
     turn_timestamp: str
     decided_at: str
     tenant: str | None = None
+    #: SHA-256 of the context turns the model saw (:func:`context_digest`).
+    context_sha256: str = ""
+    #: Set when the turn was not judged whole (the verdict is then unsafe).
+    fail_closed: FailClosed | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,6 +274,8 @@ class VerdictEvent:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "context_turns": self.context_turns,
+            "context_sha256": self.context_sha256,
+            "fail_closed": None if self.fail_closed is None else self.fail_closed.value,
             "latency_ms": self.latency_ms,
             "turn_timestamp": self.turn_timestamp,
             "decided_at": self.decided_at,
@@ -248,6 +294,8 @@ class FlaggedEvent:
     verdict: VerdictEvent
     turn: ChatTurn
     context: tuple[Turn, ...]
+    #: Why a fail-closed turn could not be judged, for the reviewer.
+    detail: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self, max_bytes: int | None = None) -> bytes:
@@ -264,6 +312,8 @@ class FlaggedEvent:
             "context": turns_to_rows(self.context),
             "verdict": self.verdict.to_dict(),
         }
+        if self.detail is not None:
+            doc["detail"] = self.detail[:2000]
         out = orjson.dumps(doc)
         if max_bytes is None or len(out) <= max_bytes:
             return out

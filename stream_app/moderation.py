@@ -16,12 +16,20 @@ from dataclasses import dataclass
 
 from guard.conversation import Turn
 from guard.errors import InvalidInput
-from guard.events import ChatTurn, DeadLetter, FlaggedEvent, VerdictEvent, decode_chat_turn
+from guard.events import (
+    ChatTurn,
+    DeadLetter,
+    FailClosed,
+    FlaggedEvent,
+    Unjudgeable,
+    VerdictEvent,
+    decode_chat_turn,
+)
 from guard.protocol import ClassifyRequest, RequestRejected
 from guard.settings import Settings
 from stream_app.context_cache import ContextCache
 from stream_app.metrics import WorkerMetrics
-from stream_app.routing import conversation_for, output_key, verdict_for
+from stream_app.routing import conversation_for, fail_closed_verdict, output_key, verdict_for
 from stream_app.triton_client import GuardClient
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ class Planned:
     turn: ChatTurn | None
     turns: tuple[Turn, ...] = ()
     error: str | None = None
+    #: Set when ``turn`` is addressable but cannot be judged whole.
+    fail_closed: FailClosed | None = None
 
 
 class Moderator:
@@ -64,6 +74,7 @@ class Moderator:
             max_bytes=settings.worker.max_context_mb * 2**20,
         )
         self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
+        self._model = settings.triton.model_name
 
     def plan(self, batch: Sequence[RawMessage]) -> list[Planned]:
         """Decode each message and attach its conversation, in arrival order."""
@@ -72,6 +83,9 @@ class Moderator:
             self.metrics.turns_in.inc()
             try:
                 turn = decode_chat_turn(msg.value, self.s.worker.max_content_bytes)
+            except Unjudgeable as exc:
+                out.append(Planned(msg, exc.turn, error=str(exc), fail_closed=exc.reason))
+                continue
             except InvalidInput as exc:
                 out.append(Planned(msg, None, error=str(exc)))
                 continue
@@ -93,20 +107,41 @@ class Moderator:
     async def _one(self, p: Planned) -> list[Awaitable[object]]:
         if p.turn is None:
             return [await self._dead_letter(p.msg, p.error or "malformed", "malformed")]
+        if p.fail_closed is not None:
+            verdict = fail_closed_verdict(p.turn, p.fail_closed, self._model)
+            return await self._deliver(p, verdict, ())
         req = ClassifyRequest(p.turns, p.turn.role, p.turn.policy_id or "")
         async with self._requests:
             try:
                 result = await self.client.classify(req, retry_forever=True)
             except RequestRejected as exc:
-                return [await self._dead_letter(p.msg, f"rejected by the model: {exc}", "rejected")]
+                reason = FailClosed.REJECTED_BY_MODEL
+                verdict = fail_closed_verdict(p.turn, reason, self._model)
+                return await self._deliver(p, verdict, req.turns[:-1], f"{reason}: {exc}")
         self.metrics.triton_latency.observe(result.latency_ms / 1000.0)
         band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
-        verdict = verdict_for(p.turn, result, len(req.turns) - 1, band)
+        context = req.turns[:-1]
+        return await self._deliver(p, verdict_for(p.turn, result, context, band), context)
+
+    async def _deliver(
+        self,
+        p: Planned,
+        verdict: VerdictEvent,
+        context: tuple[Turn, ...],
+        detail: str | None = None,
+    ) -> list[Awaitable[object]]:
+        """Send the verdict, and the flagged turn when it goes to review."""
+        assert p.turn is not None
+        detail = detail or p.error
         self._count(verdict)
+        if verdict.fail_closed is not None:
+            log.warning(
+                "fail-closed verdict for event %s: %s", p.turn.event_id[:80], (detail or "")[:200]
+            )
         key = output_key(p.msg.key)
         sends = [await self.send(self.s.topics.verdicts, key, verdict.to_json())]
         if verdict.review_reasons:
-            flagged = FlaggedEvent(verdict, p.turn, req.turns[:-1])
+            flagged = FlaggedEvent(verdict, p.turn, context, detail)
             record = flagged.to_json(self.s.kafka.max_record_bytes)
             sends.append(await self.send(self.s.topics.flagged, key, record))
         if self.s.worker.log_content:

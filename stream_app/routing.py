@@ -2,7 +2,8 @@
 
 * :func:`conversation_for`: the conversation a turn is judged in;
 * :func:`review_reasons`: whether (and why) a verdict goes to human review;
-* :func:`verdict_for`: the verdict event of a turn and the model's answer.
+* :func:`verdict_for`: the verdict event of a turn and the model's answer;
+* :func:`fail_closed_verdict`: the verdict of a turn that cannot be judged whole.
 """
 
 from __future__ import annotations
@@ -11,8 +12,18 @@ import hashlib
 from collections.abc import Sequence
 
 from guard.conversation import Role, Turn
-from guard.events import ChatTurn, Decision, ReviewReason, VerdictEvent, now_rfc3339, verdict_id
+from guard.events import (
+    ChatTurn,
+    Decision,
+    FailClosed,
+    ReviewReason,
+    VerdictEvent,
+    context_digest,
+    now_rfc3339,
+    verdict_id,
+)
 from guard.protocol import Classification
+from guard.taxonomy import DEFAULT_POLICY_ID, PolicyRef
 
 #: Longest input key copied as it is onto output records (bytes).
 MAX_KEY_BYTES = 1024
@@ -59,12 +70,18 @@ def review_reasons(
 
 
 def verdict_for(
-    turn: ChatTurn, r: Classification, context_turns: int, band: tuple[float, float]
+    turn: ChatTurn, r: Classification, context: Sequence[Turn], band: tuple[float, float]
 ) -> VerdictEvent:
-    """The verdict event for ``turn`` judged as ``r`` with ``context_turns`` turns before it."""
+    """The verdict event for ``turn`` judged as ``r`` after the turns ``context``.
+
+    The verdict names the context by its digest, and so does its id: a turn judged
+    again in the same context (a redelivery) gets the same id; judged in another
+    (its earlier turns were unknown after a restart) it gets another id, and the
+    verdict says so."""
     a = r.answer
+    digest = context_digest(context)
     return VerdictEvent(
-        verdict_id=verdict_id(turn.event_id, r.model_name, r.model_version, a.policy),
+        verdict_id=verdict_id(turn.event_id, r.model_name, r.model_version, a.policy, digest),
         event_id=turn.event_id,
         conversation_id=turn.conversation_id,
         turn_index=turn.turn_index,
@@ -77,11 +94,42 @@ def verdict_for(
         policy=a.policy,
         model_name=r.model_name,
         model_version=r.model_version,
-        context_turns=context_turns,
+        context_turns=len(context),
         latency_ms=round(r.latency_ms, 3),
         turn_timestamp=turn.timestamp,
         decided_at=now_rfc3339(),
         tenant=turn.tenant,
+        context_sha256=digest,
+    )
+
+
+def fail_closed_verdict(turn: ChatTurn, reason: FailClosed, model_name: str) -> VerdictEvent:
+    """Unsafe, to review, with ``reason``: the verdict of a turn no model judged whole.
+
+    No model version or policy version answered, so both are empty; the policy id
+    is the turn's own (else the default), so that a reviewer knows its categories.
+    """
+    policy = PolicyRef(turn.policy_id or DEFAULT_POLICY_ID, "")
+    return VerdictEvent(
+        verdict_id=verdict_id(turn.event_id, model_name, "", policy, f"fail_closed:{reason}"),
+        event_id=turn.event_id,
+        conversation_id=turn.conversation_id,
+        turn_index=turn.turn_index,
+        role=turn.role.value,
+        verdict=Decision.UNSAFE,
+        p_unsafe=1.0,
+        categories=(),
+        parse_error=False,
+        review_reasons=(ReviewReason.FAIL_CLOSED,),
+        policy=policy,
+        model_name=model_name,
+        model_version="",
+        context_turns=0,
+        latency_ms=0.0,
+        turn_timestamp=turn.timestamp,
+        decided_at=now_rfc3339(),
+        tenant=turn.tenant,
+        fail_closed=reason,
     )
 
 

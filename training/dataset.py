@@ -126,8 +126,10 @@ def join_reviews(
     """Examples from review decisions joined with their flagged turns.
 
     The latest decision (by ``reviewed_at``) per flagged turn wins. A review
-    that is malformed, names an unknown turn, or uses a category code the
-    turn's policy does not have is rejected with its reason.
+    that is malformed, names an unknown turn, a turn whose flagged record holds
+    only part of it (too large to judge: the label is about text not kept), or
+    uses a category code the turn's policy does not have is rejected with its
+    reason.
     """
     turns: dict[str, dict[str, Any]] = {}
     for raw in flagged:
@@ -148,6 +150,11 @@ def join_reviews(
         if flagged_turn is None:
             rejected.append(
                 Rejection(review.review_id, f"unknown flagged turn {review.flagged_id!r}")
+            )
+            continue
+        if "content_truncated" in flagged_turn:
+            rejected.append(
+                Rejection(review.review_id, "the flagged turn was truncated: not trainable")
             )
             continue
         policy_id = str(flagged_turn["verdict"]["policy_id"])

@@ -14,9 +14,10 @@ import pytest
 
 from guard.causal_lm import CausalLMGuard
 from guard.conversation import Role, Turn
-from guard.events import ChatTurn, now_rfc3339, verdict_id
+from guard.events import ChatTurn, context_digest, now_rfc3339, verdict_id
 from guard.scoring import GuardRequest
 from guard.taxonomy import LLAMA_GUARD_1
+from stream_app.routing import MISSING_USER_TURN
 from tests.conftest import ROOT, free_port
 from tests.streaming import (
     collect,
@@ -40,8 +41,21 @@ def _metrics(port: int) -> dict[str, float]:
     return out
 
 
-def _expected_id(event_id: str) -> str:
-    return verdict_id(event_id, "guard", "1", LLAMA_GUARD_1.ref)
+def _expected_id(verdict: dict[str, object]) -> str:
+    """The id a verdict must carry: its turn, the served model and policy, and the
+    context it says it was judged in."""
+    event_id, context = str(verdict["event_id"]), str(verdict["context_sha256"])
+    return verdict_id(event_id, "guard", "1", LLAMA_GUARD_1.ref, context)
+
+
+def _earlier(turns: list[ChatTurn], t: ChatTurn, keep: int = 8) -> tuple[Turn, ...]:
+    """The turns of ``t``'s conversation before it (the last ``keep``), as the worker
+    should have sent them; an agent turn without a user turn gets the placeholder."""
+    before = [Turn(x.role, x.content) for x in turns if x.conversation_id == t.conversation_id]
+    context = tuple(before[: t.turn_index][-keep:])
+    if t.role is Role.AGENT and not any(c.role is Role.USER for c in context):
+        context = (Turn(Role.USER, MISSING_USER_TURN), *context)
+    return context
 
 
 def test_n_turns_in_exactly_n_verdicts_with_expected_ids(
@@ -71,7 +85,8 @@ def test_n_turns_in_exactly_n_verdicts_with_expected_ids(
     assert set(by_event) == {t.event_id for t in turns}
     for t in turns:
         v = by_event[t.event_id]
-        assert v["verdict_id"] == _expected_id(t.event_id)
+        assert v["context_sha256"] == context_digest(_earlier(turns, t)), t.event_id
+        assert v["verdict_id"] == _expected_id(v)
         assert v["conversation_id"] == t.conversation_id and v["role"] == t.role.value
         assert v["verdict"] in ("safe", "unsafe") and 0.0 <= float(v["p_unsafe"]) <= 1.0
         assert v["model_name"] == "guard" and v["model_version"] == "1"
@@ -95,14 +110,17 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
         first.kill()  # SIGKILL: no clean shutdown, no final commit
     with worker_process(s, tmp_path / "worker2.log"):
         deadline = time.monotonic() + 240
-        ids: dict[str, set[str]] = defaultdict(set)
+        ids: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         while time.monotonic() < deadline and len(ids) < len(turns):
             ids.clear()
             for v in collect(s, s.topics.verdicts, count=None, timeout_s=3):
-                ids[str(v["event_id"])].add(str(v["verdict_id"]))
+                assert v["verdict_id"] == _expected_id(v)
+                ids[str(v["event_id"])][str(v["context_sha256"])].add(str(v["verdict_id"]))
     assert set(ids) == {t.event_id for t in turns}, "every turn has a verdict"
-    for event_id, vids in ids.items():
-        assert vids == {_expected_id(event_id)}, "duplicates carry the identical id"
+    for event_id, by_context in ids.items():
+        # A redelivered turn judged in the same context carries the identical id; one
+        # judged again after the restart, without its earlier turns, says so.
+        assert all(len(vids) == 1 for vids in by_context.values()), event_id
 
 
 def test_triton_down_neither_drops_nor_commits_and_the_backlog_drains(
@@ -167,13 +185,12 @@ MALFORMED: dict[str, tuple[bytes | None, str]] = {
     "unknown role": (_turn_json(role="system"), "field 'role' must be 'user' or 'agent'"),
     "bad timestamp": (_turn_json(timestamp="yesterday"), "timestamp is not RFC 3339"),
     "schema version": (_turn_json(schema_version=9), "unsupported schema_version 9"),
-    "oversize": (_turn_json(content="x" * 5000), "over the limit of 4096"),
     "no value": (None, "empty message"),
-    "unknown policy": (
-        _turn_json(policy_id="nope"),
-        "rejected by the model: unknown policy 'nope'",
-    ),
+    "empty content": (_turn_json(content="  "), "content is empty"),
+    "long id": (_turn_json(conversation_id="c" * 257), "over the limit of 256"),
 }
+# A well-formed turn that is too large or that the model rejects is addressable: it
+# gets a fail-closed verdict, not a dead letter (test_every_addressable_turn_...).
 
 
 def test_malformed_events_go_to_the_dlq_with_their_reason_and_the_stream_goes_on(
@@ -300,3 +317,67 @@ def test_long_earlier_turns_cannot_switch_moderation_off(
         dead = collect(s, s.topics.dlq, None, 3)
     assert set(verdicts) == {t.event_id for t in turns} and dead == []
     assert 1 <= int(verdicts["long-3"]["context_turns"]) < 3  # trimmed from the oldest
+
+
+def test_every_addressable_turn_gets_a_verdict_and_what_is_not_judged_fails_closed(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    """A turn with readable ids that cannot be judged whole used to become a dead
+    letter: no verdict for the application, nothing for review. Now it gets an
+    unsafe verdict that says why, and goes to review with the turn (cut to fit)."""
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    ts = now_rfc3339()
+    huge = ChatTurn("fc-huge", "c-fc", 0, Role.USER, "word " * 180_000, ts, tenant="acme")
+    unknown = ChatTurn("fc-policy", "c-fc2", 0, Role.USER, "hi", ts, policy_id="no-such-policy")
+    good = ChatTurn("fc-good", "c-fc3", 0, Role.USER, "is this fine?", ts)
+    with worker_process(s, tmp_path / "worker.log") as worker:
+        send_turns(s, [huge, unknown, good])
+        verdicts = {v["event_id"]: v for v in collect(s, s.topics.verdicts, 3, 120)}
+        flagged = {f["turn"]["event_id"]: f for f in collect(s, s.topics.flagged, 2, 60)}  # type: ignore[index]
+        dead = collect(s, s.topics.dlq, None, 3)
+        assert worker.alive()
+    assert dead == []
+    assert verdicts["fc-good"]["fail_closed"] is None
+    for event_id, reason in (("fc-huge", "too_large"), ("fc-policy", "rejected_by_model")):
+        v = verdicts[event_id]
+        assert (v["verdict"], v["fail_closed"], v["review_reasons"]) == (
+            "unsafe",
+            reason,
+            ["fail_closed"],
+        )
+        assert flagged[event_id]["verdict"] == v
+    assert verdicts["fc-huge"]["tenant"] == "acme"
+    cut = flagged["fc-huge"]
+    assert len(orjson.dumps(cut)) <= s.kafka.max_record_bytes
+    # The whole turn reaches the reviewer when it fits the record (it is cut, with its
+    # size and SHA-256, when it does not: tests/unit/test_events.py).
+    assert cut["turn"]["content"] == huge.content  # type: ignore[index]
+    assert "over the limit of 32768" in str(cut["detail"])
+    assert "no-such-policy" in str(flagged["fc-policy"]["detail"])
+    log_text = (tmp_path / "worker.log").read_text()
+    assert "fail-closed verdict for event fc-huge" in log_text and "word word" not in log_text
+
+
+def test_a_turn_longer_than_the_model_prompt_is_judged_window_by_window(
+    kafka_broker: str, triton_server: dict[str, object], tmp_path: Path
+) -> None:
+    """A turn over the model's 4,096 prompt tokens used to be refused by Triton (a dead
+    letter); now the served model judges every window of it and takes the worst."""
+    from guard.serving import judged_views
+
+    s = isolated_settings(kafka_broker, str(triton_server["grpc"]), tmp_path)
+    text = " ".join(f"w{i} says hello." for i in range(1700))  # 29 KB, ~9,000 tokens
+    turn = ChatTurn("win-1", "c-win", 0, Role.USER, text, now_rfc3339())
+    with worker_process(s, tmp_path / "worker.log"):
+        send_turns(s, [turn])
+        (verdict,) = collect(s, s.topics.verdicts, 1, 180)
+    guard = CausalLMGuard.load(Path(str(triton_server["checkpoint"])))
+    views = judged_views((Turn(Role.USER, text),), guard.window_chars)
+    assert len(views) > 5
+    with pytest.raises(ValueError, match="does not fit"):
+        guard.prepare(GuardRequest(views[0], Role.USER, LLAMA_GUARD_1))  # whole: too long
+    windows = guard.score([GuardRequest(v, Role.USER, LLAMA_GUARD_1) for v in views[1:]])
+    assert verdict["fail_closed"] is None
+    assert float(verdict["p_unsafe"]) == pytest.approx(  # type: ignore[arg-type]
+        max(r.p_unsafe for r in windows), abs=1e-4
+    )

@@ -101,6 +101,25 @@ def test_bad_reviews_are_rejected_with_their_reason() -> None:
     assert "needs at least one category" in reasons["r-nocat"]
 
 
+def test_a_truncated_turn_is_not_trained_on() -> None:
+    """A turn too large to judge reaches review cut down; its label is about text
+    that is not in the record, so it must not become a training example."""
+    cut = orjson.loads(flagged("f1", content="how to"))
+    cut["content_truncated"] = {"size": 900_000, "sha256": "0" * 64}
+    examples, rejected = join_reviews(
+        [orjson.dumps(cut), flagged("f2")],
+        [
+            review("f1", "unsafe", ["O3"], "2026-11-28T10:00:00Z", rid="r-cut"),
+            review("f2", "unsafe", ["O3"], "2026-11-28T10:00:00Z"),
+        ],
+        PolicyRegistry(),
+    )
+    assert [e.id for e in examples] == ["f2"]
+    assert [(r.ref, r.reason) for r in rejected] == [
+        ("r-cut", "the flagged turn was truncated: not trainable")
+    ]
+
+
 def test_split_is_stable_by_conversation_and_roughly_the_fraction() -> None:
     ids = [f"conv-{i}" for i in range(2000)]
     first = [split_of(c, 0.2) for c in ids]

@@ -11,6 +11,8 @@ from guard.events import (
     ChatTurn,
     DeadLetter,
     EventError,
+    FailClosed,
+    Unjudgeable,
     VerdictEvent,
     decode_chat_turn,
     verdict_id,
@@ -66,15 +68,35 @@ def test_size_limit_counts_utf8_bytes() -> None:
         decode_chat_turn(raw, 10)
 
 
-def test_verdict_id_is_deterministic_and_depends_on_model_and_policy() -> None:
+def test_verdict_id_is_deterministic_and_depends_on_model_policy_and_basis() -> None:
     lg1 = PolicyRef("llama-guard-1", "1")
-    a = verdict_id("e1", "guard", "1", lg1)
-    assert a == verdict_id("e1", "guard", "1", lg1)
-    assert a != verdict_id("e1", "guard", "2", lg1)
-    assert a != verdict_id("e1", "guard", "1", PolicyRef("llama-guard-1", "2"))
-    assert a != verdict_id("e2", "guard", "1", lg1)
+    a = verdict_id("e1", "guard", "1", lg1, "ctx")
+    assert a == verdict_id("e1", "guard", "1", lg1, "ctx")
+    assert a != verdict_id("e1", "guard", "2", lg1, "ctx")
+    assert a != verdict_id("e1", "guard", "1", PolicyRef("llama-guard-1", "2"), "ctx")
+    assert a != verdict_id("e2", "guard", "1", lg1, "ctx")
+    assert a != verdict_id("e1", "guard", "1", lg1, "other context")
     # The id's input is written out, so ids stay the same across releases.
-    assert a == str(uuid.uuid5(VERDICT_NAMESPACE, "e1|guard:1|llama-guard-1@1"))
+    assert a == str(uuid.uuid5(VERDICT_NAMESPACE, "e1|guard:1|llama-guard-1@1|ctx"))
+
+
+def test_a_turn_too_large_to_judge_is_still_addressable() -> None:
+    raw = orjson.dumps({**GOOD, "content": "x" * 1001})
+    with pytest.raises(Unjudgeable, match="1001 bytes, over the limit of 1000") as exc:
+        decode_chat_turn(raw, 1000)
+    assert exc.value.reason is FailClosed.TOO_LARGE
+    assert (exc.value.turn.event_id, exc.value.turn.tenant) == ("e1", "acme")
+    big_context = [{"role": "user", "content": "c" * 1000}] * 4
+    with pytest.raises(Unjudgeable) as exc:
+        decode_chat_turn(orjson.dumps({**GOOD, "context": big_context}), 1000)
+    assert exc.value.reason is FailClosed.CONTEXT_TOO_LARGE
+
+
+def test_a_malformed_turn_is_not_addressable_even_when_large() -> None:
+    raw = orjson.dumps({**GOOD, "content": "x" * 5000, "timestamp": "yesterday"})
+    with pytest.raises(EventError) as exc:
+        decode_chat_turn(raw, 1000)
+    assert not isinstance(exc.value, Unjudgeable)
 
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
@@ -117,7 +139,9 @@ def _verdict(turn: ChatTurn) -> VerdictEvent:
     from stream_app.routing import verdict_for
 
     answer = ItemAnswer(0.9, True, (), False, PolicyRef("llama-guard-1", "1"))
-    return verdict_for(turn, Classification(answer, "guard", "1", 1.0), 1, (0.35, 0.65))
+    return verdict_for(
+        turn, Classification(answer, "guard", "1", 1.0), turn.context or (), (0.35, 0.65)
+    )
 
 
 def test_ids_are_bounded() -> None:

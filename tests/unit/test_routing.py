@@ -1,10 +1,16 @@
 import orjson
 
 from guard.conversation import Role, Turn
-from guard.events import ChatTurn, Decision, ReviewReason
+from guard.events import ChatTurn, Decision, FailClosed, ReviewReason, context_digest
 from guard.protocol import Classification, ItemAnswer
 from guard.taxonomy import CategoryRef, PolicyRef
-from stream_app.routing import MISSING_USER_TURN, conversation_for, review_reasons, verdict_for
+from stream_app.routing import (
+    MISSING_USER_TURN,
+    conversation_for,
+    fail_closed_verdict,
+    review_reasons,
+    verdict_for,
+)
 
 BAND = (0.35, 0.65)
 
@@ -54,7 +60,7 @@ def test_verdict_carries_the_answer_and_keeps_its_wire_shape() -> None:
         policy=PolicyRef("llama-guard-1", "1"),
     )
     turn = ChatTurn("e1", "c1", 0, Role.USER, "x", "2026-11-28T10:00:00Z", tenant="acme")
-    v = verdict_for(turn, Classification(answer, "guard", "2", 12.34567), 0, BAND)
+    v = verdict_for(turn, Classification(answer, "guard", "2", 12.34567), (), BAND)
     assert v.verdict is Decision.UNSAFE and v.review_reasons == (ReviewReason.UNSAFE,)
     wire = orjson.loads(v.to_json())
     assert wire["categories"] == [{"code": "O3", "name": "Criminal Planning"}]
@@ -83,3 +89,32 @@ def test_long_context_is_trimmed_from_the_oldest_turn_never_the_turn() -> None:
     assert sum(len(t.content) for t in turns[:-1]) <= 50_000
     alone = conversation_for(_turn(Role.AGENT), history, 8, max_context_chars=100)
     assert alone == (Turn(Role.USER, MISSING_USER_TURN), Turn(Role.AGENT, "now"))
+
+
+def test_the_verdict_names_its_context_and_its_id_follows_it() -> None:
+    answer = ItemAnswer(0.1, False, (), False, PolicyRef("llama-guard-1", "1"))
+    turn = ChatTurn("e1", "c1", 1, Role.AGENT, "hello", "2026-11-28T10:00:00Z")
+    r = Classification(answer, "guard", "2", 1.0)
+    seen = (Turn(Role.USER, "hi"),)
+    v = verdict_for(turn, r, seen, BAND)
+    assert (v.context_turns, v.context_sha256) == (1, context_digest(seen))
+    assert v.verdict_id == verdict_for(turn, r, seen, BAND).verdict_id  # a redelivery
+    unknown = (Turn(Role.USER, MISSING_USER_TURN),)
+    again = verdict_for(turn, r, unknown, BAND)  # judged after a restart lost the context
+    assert again.verdict_id != v.verdict_id and again.context_sha256 != v.context_sha256
+
+
+def test_a_turn_that_cannot_be_judged_fails_closed_to_review() -> None:
+    turn = ChatTurn("e1", "c1", 0, Role.USER, "x", "2026-11-28T10:00:00Z", tenant="acme")
+    v = fail_closed_verdict(turn, FailClosed.TOO_LARGE, "guard")
+    assert v.verdict is Decision.UNSAFE and v.p_unsafe == 1.0
+    assert v.review_reasons == (ReviewReason.FAIL_CLOSED,)
+    wire = orjson.loads(v.to_json())
+    assert (wire["fail_closed"], wire["tenant"], wire["policy_id"]) == (
+        "too_large",
+        "acme",
+        "llama-guard-1",
+    )
+    assert v.verdict_id == fail_closed_verdict(turn, FailClosed.TOO_LARGE, "guard").verdict_id
+    other = fail_closed_verdict(turn, FailClosed.REJECTED_BY_MODEL, "guard")
+    assert other.verdict_id != v.verdict_id
