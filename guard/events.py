@@ -27,6 +27,8 @@ SCHEMA_VERSION = 1
 #: Longest event id, conversation id, tenant or policy id (characters): ids are
 #: written into every output record, so they are bounded like content is.
 MAX_ID_CHARS = 256
+#: Longest timestamp (characters): RFC 3339 with nanoseconds is 35.
+MAX_TIMESTAMP_CHARS = 64
 #: Most headers of an original record kept in its dead letter.
 MAX_HEADERS = 64
 #: Namespace of verdict ids: uuid5(namespace, event_id | model | policy | basis).
@@ -182,6 +184,8 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     if not content.strip():
         raise EventError("content is empty")
     timestamp = _field(data, "timestamp", str)
+    if len(timestamp) > MAX_TIMESTAMP_CHARS:
+        raise EventError(f"timestamp is {len(timestamp)} characters, over {MAX_TIMESTAMP_CHARS}")
     parse_rfc3339(timestamp)
     context_raw = _field(data, "context", list, required=False)
     context = None if context_raw is None else _checked(parse_turns, context_raw, "context")

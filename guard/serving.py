@@ -17,6 +17,7 @@ from typing import Any
 
 from guard.conversation import (
     ConversationError,
+    Role,
     Turn,
     check_conversation,
     parse_role,
@@ -28,7 +29,10 @@ from guard.prompt import PromptFormat
 from guard.protocol import CHECKPOINT_ENV, INVALID_REQUEST, ItemAnswer, RawItem
 from guard.scoring import Guard, GuardRequest, GuardResult, ScorerConfig
 from guard.taxonomy import DEFAULT_POLICY_ID, Policy, PolicyRegistry
-from guard.windows import judged, windows
+from guard.windows import judged, sentences, windows
+
+#: Shortest window: below it a window that does not fit is not split again.
+MIN_WINDOW_CHARS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,10 @@ class ServiceConfig:
     #: Longest turn judged in one view; a longer one is also judged in windows of
     #: this many characters (:mod:`guard.windows`). None: the model's own size.
     window_chars: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.window_chars is not None and self.window_chars < MIN_WINDOW_CHARS:
+            raise ValueError(f"window_chars must be >= {MIN_WINDOW_CHARS}, got {self.window_chars}")
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], version_dir: Path) -> ServiceConfig:
@@ -156,8 +164,28 @@ class GuardService:
             if len(views) == 1:
                 raise
             whole = []  # the whole view of a long turn may not fit; its windows must
-        parts = [self.guard.prepare(GuardRequest(v, side, policy)) for v in views[1:]]
+        parts = [p for v in views[1:] for p in self._prepare_window(v, side, policy)]
         return Prepared(policy, bool(whole), [*whole, *parts])
+
+    def _prepare_window(self, view: tuple[Turn, ...], side: Role, policy: Policy) -> list[Any]:
+        """One window's model input, or, when it does not fit (its text takes more
+        tokens per character than the window size allows for: CJK, emoji), the
+        inputs of smaller windows of it, recursively."""
+        try:
+            return [self.guard.prepare(GuardRequest(view, side, policy))]
+        except ConversationError:
+            text = view[-1].content
+            if len(text) < MIN_WINDOW_CHARS:
+                raise
+            # Halves, but never cut a sentence that a smaller window could keep whole.
+            longest = max(map(len, sentences(text)))
+            size = max(len(text) // 2 + 1, longest) if longest < len(text) else len(text) // 2 + 1
+            halves = windows(text, size)
+            return [
+                p
+                for half in halves
+                for p in self._prepare_window((*view[:-1], Turn(view[-1].role, half)), side, policy)
+            ]
 
 
 @dataclass(frozen=True, slots=True)

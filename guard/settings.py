@@ -56,9 +56,10 @@ class KafkaSettings(BaseModel):
         1_000_000,
         ge=262_144,
         description=(
-            "Largest record guardstream writes (the producers' max.request.size; keep the"
-            " topics' max.message.bytes at least this). Dead letters and flagged events are"
-            " cut to fit, and worker.max_content_bytes must leave room for a flagged turn."
+            "Largest record guardstream writes (the producers' max.request.size; the topics"
+            " guardstream creates get max.message.bytes = this + 1 KiB; keep topics created"
+            " otherwise at least that). Dead letters and flagged events are cut to fit, and"
+            " worker.max_content_bytes must leave room for a flagged turn."
         ),
     )
 

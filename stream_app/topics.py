@@ -14,10 +14,18 @@ from stream_app.kafka_config import aiokafka_options
 log = logging.getLogger(__name__)
 
 
+#: Bytes a record batch adds around one record (Kafka's own defaults differ by 12).
+BATCH_OVERHEAD_BYTES = 1024
+
+
 def topic_configs(s: Settings) -> dict[str, str]:
-    """Per-topic configuration of the topics guardstream creates."""
-    n = s.topics.min_insync_replicas
-    return {} if n is None else {"min.insync.replicas": str(n)}
+    """Per-topic configuration of the topics guardstream creates: the broker's size
+    limit follows the producers' (``kafka.max_record_bytes``), so a record the
+    worker may write is never refused by the broker."""
+    out = {"max.message.bytes": str(s.kafka.max_record_bytes + BATCH_OVERHEAD_BYTES)}
+    if s.topics.min_insync_replicas is not None:
+        out["min.insync.replicas"] = str(s.topics.min_insync_replicas)
+    return out
 
 
 def topic_names(s: Settings) -> list[str]:

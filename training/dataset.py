@@ -127,8 +127,9 @@ def join_reviews(
 
     The latest decision (by ``reviewed_at``) per flagged turn wins. A review
     that is malformed, names an unknown turn, a turn whose flagged record holds
-    only part of it (too large to judge: the label is about text not kept), or
-    uses a category code the turn's policy does not have is rejected with its
+    only part of it (the label is about text not kept) or that failed closed (no
+    model could judge it as it is, so neither can retraining or its evaluation),
+    or uses a category code the turn's policy does not have is rejected with its
     reason.
     """
     turns: dict[str, dict[str, Any]] = {}
@@ -156,6 +157,12 @@ def join_reviews(
             rejected.append(
                 Rejection(review.review_id, "the flagged turn was truncated: not trainable")
             )
+            continue
+        if flagged_turn["verdict"].get("fail_closed"):
+            reason = (
+                f"the turn failed closed ({flagged_turn['verdict']['fail_closed']}): not trainable"
+            )
+            rejected.append(Rejection(review.review_id, reason))
             continue
         policy_id = str(flagged_turn["verdict"]["policy_id"])
         try:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from guard.errors import InvalidInput
 from guard.events import Decision, EventError, ReviewEvent, decode_review, now_rfc3339
 from guard.taxonomy import Policy
 
@@ -99,7 +100,11 @@ def review_loop(
     """
     out = 0
     for event in items:
-        policy = policy_for(str(event["verdict"]["policy_id"]))
+        try:
+            policy = policy_for(str(event["verdict"]["policy_id"]))
+        except InvalidInput as exc:  # e.g. a turn that failed closed on an unknown policy
+            say(f"--- flagged {event['flagged_id']}: skipped, {exc}")
+            continue
         say(render(event, policy))
         while True:
             try:

@@ -4,13 +4,13 @@ verdict or one dead letter, and the worker keeps going (real broker, real Triton
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
@@ -88,7 +88,9 @@ def _record(kind: str, value: Any, key: str) -> bytes:
         return bytes(value)
     if kind == "turn":
         value = {**value, "event_id": key}  # the verdict names its record by this id
-    return orjson.dumps(value)
+    # The standard library writes what orjson refuses (integers beyond 64 bits,
+    # Infinity): an application may send that too.
+    return json.dumps(value, ensure_ascii=False).encode()
 
 
 def _outputs(s: Settings, keys: set[str]) -> Counter[str]:

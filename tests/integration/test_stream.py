@@ -381,3 +381,41 @@ def test_a_turn_longer_than_the_model_prompt_is_judged_window_by_window(
     assert float(verdict["p_unsafe"]) == pytest.approx(  # type: ignore[arg-type]
         max(r.p_unsafe for r in windows), abs=1e-4
     )
+
+
+def test_created_topics_take_their_size_limit_from_the_record_setting(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """One setting bounds both sides: the producers' request size and the broker's
+    max.message.bytes of every topic guardstream creates."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from stream_app.kafka_config import aiokafka_options
+    from stream_app.topics import BATCH_OVERHEAD_BYTES, create_topics, topic_names
+
+    base = isolated_settings(kafka_broker, "127.0.0.1:1", tmp_path)
+    s = base.model_copy(
+        update={"kafka": base.kafka.model_copy(update={"max_record_bytes": 2_000_000})}
+    )
+
+    async def limits() -> dict[str, str]:
+        await create_topics(s)
+        admin = AIOKafkaAdminClient(**aiokafka_options(s.kafka))
+        await admin.start()
+        try:
+            res = ConfigResourceType.TOPIC
+            answers = await admin.describe_configs([ConfigResource(res, n) for n in topic_names(s)])
+        finally:
+            await admin.close()
+        out = {}
+        for answer in answers:
+            for resource in answer.resources:
+                entries = {e[0]: e[1] for e in resource[4]}
+                out[resource[3]] = entries["max.message.bytes"]
+        return out
+
+    expected = str(2_000_000 + BATCH_OVERHEAD_BYTES)
+    assert asyncio.run(limits()) == {n: expected for n in topic_names(s)}

@@ -120,6 +120,20 @@ def test_a_truncated_turn_is_not_trained_on() -> None:
     ]
 
 
+def test_a_turn_that_failed_closed_is_not_trained_on() -> None:
+    odd = orjson.loads(flagged("f1"))
+    odd["verdict"]["fail_closed"] = "too_large"
+    examples, rejected = join_reviews(
+        [orjson.dumps(odd)],
+        [review("f1", "unsafe", ["O3"], "2026-11-28T10:00:00Z", rid="r-fc")],
+        PolicyRegistry(),
+    )
+    assert examples == []
+    assert [(r.ref, r.reason) for r in rejected] == [
+        ("r-fc", "the turn failed closed (too_large): not trainable")
+    ]
+
+
 def test_split_is_stable_by_conversation_and_roughly_the_fraction() -> None:
     ids = [f"conv-{i}" for i in range(2000)]
     first = [split_of(c, 0.2) for c in ids]

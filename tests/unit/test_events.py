@@ -55,6 +55,7 @@ def test_round_trip_of_a_full_chat_turn() -> None:
         ({"role": 1}, "field 'role' must be str"),
         ({"context": "hi"}, "field 'context' must be list"),
         ({"tenant": 5}, "field 'tenant' must be str"),
+        ({"timestamp": "2026-11-28T10:00:00." + "1" * 600 + "Z"}, "over 64"),
     ],
 )
 def test_bad_fields_are_named(change: dict[str, object], reason: str) -> None:

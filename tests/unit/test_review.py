@@ -1,3 +1,4 @@
+import orjson
 import pytest
 
 from guard.events import Decision
@@ -42,3 +43,20 @@ def test_loop_records_each_decision_and_retries_bad_input() -> None:
         ("a", Decision.UNSAFE, ("O3",)),
         ("c", Decision.SAFE, ()),
     ]
+
+
+def test_an_item_under_an_unknown_policy_is_skipped_not_fatal() -> None:
+    """A turn that failed closed on an unknown policy id reaches review with that id."""
+    from guard.taxonomy import PolicyRegistry
+
+    odd = orjson.loads(flagged("a"))
+    odd["verdict"]["policy_id"] = "no-such-policy"
+    items = pending([orjson.dumps(odd), flagged("b")], [])
+    said: list[str] = []
+    recorded: list[object] = []
+    answers = iter(["s", "q"])
+    n = review_loop(
+        items, PolicyRegistry().get, "ann", lambda _: next(answers), said.append, recorded.append
+    )
+    assert n == 1 and [r.flagged_id for r in recorded] == ["b"]  # type: ignore[attr-defined]
+    assert "skipped" in said[0] and "no-such-policy" in said[0]
