@@ -18,7 +18,7 @@ from guard.scoring import Guard, GuardRequest
 from guard.settings import Settings, TritonSettings
 from guard.taxonomy import PolicyRegistry
 from training.dataset import Example, read_rows
-from training.metrics import binary_report, per_category_auprc
+from training.metrics import SOURCE_KEYS, binary_report, per_category_auprc
 
 
 def report_from_scores(
@@ -37,6 +37,15 @@ def report_from_scores(
                 [labels[i] for i in idx], [scores[i] for i in idx], [predicted[i] for i in idx]
             )
             report[f"{side}_side"] = {k: sub[k] for k in ("n", "auprc", "f1", "fpr")}
+    sources = sorted({e.source for e in examples})
+    if len(sources) > 1:
+        report["per_source"] = {}
+        for source in sources:
+            idx = [i for i, e in enumerate(examples) if e.source == source]
+            sub = binary_report(
+                [labels[i] for i in idx], [scores[i] for i in idx], [predicted[i] for i in idx]
+            )
+            report["per_source"][source] = {k: sub[k] for k in SOURCE_KEYS}
     if seconds:
         report["turns_per_s"] = len(examples) / seconds
     return report

@@ -20,6 +20,23 @@ def auprc(
     return float(average_precision_score(y, np.asarray(scores, float)))
 
 
+def recall_at_fpr(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, max_fpr: float
+) -> float | None:
+    """Recall at the lowest threshold whose false-positive rate is at most ``max_fpr``
+    (a turn is flagged when its score is strictly above the threshold, so ties with a
+    negative count against the model); None when only one class occurs."""
+    y = np.asarray(labels, bool)
+    s = np.asarray(scores, float)
+    if y.all() or not y.any():
+        return None
+    negatives = np.sort(s[~y])[::-1]
+    allowed = int(np.floor(max_fpr * len(negatives)))  # negatives that may be flagged
+    if allowed >= len(negatives):
+        return 1.0
+    return float((s[y] > negatives[allowed]).mean())
+
+
 def binary_report(
     labels: Sequence[bool], scores: Sequence[float], predicted: Sequence[bool]
 ) -> dict[str, Any]:
@@ -39,6 +56,7 @@ def binary_report(
         "n": n,
         "positives": pos,
         "auprc": auprc(labels, scores),
+        "recall_at_1pct_fpr": recall_at_fpr(labels, scores, 0.01),
         "precision": precision,
         "recall": recall,
         "f1": f1,
@@ -68,6 +86,10 @@ def per_category_auprc(
     return out
 
 
+#: What the report gives for each source of a multi-source evaluation file.
+SOURCE_KEYS = ("n", "positives", "auprc", "recall", "fpr", "recall_at_1pct_fpr")
+
+
 def table(report: Mapping[str, Any], title: str = "") -> str:
     """A readable table of a report."""
 
@@ -84,11 +106,15 @@ def table(report: Mapping[str, Any], title: str = "") -> str:
             "recall",
             "f1",
             "fpr",
+            "recall_at_1pct_fpr",
             "turns_per_s",
         )
         if k in report
     ]
     rows += [(f"auprc[{k}]", f(v)) for k, v in (report.get("per_category") or {}).items()]
+    for source, r in (report.get("per_source") or {}).items():
+        cells = ", ".join(f"{k} {f(r.get(k))}" for k in SOURCE_KEYS if k != "n")
+        rows.append((f"source[{source}]", f"n {r['n']}, {cells}"))
     width = max(len(k) for k, _ in rows)
     lines = [title] if title else []
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]

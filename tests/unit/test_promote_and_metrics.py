@@ -4,7 +4,7 @@ import pytest
 from pydantic import SecretStr
 
 from training import promote
-from training.metrics import binary_report, per_category_auprc
+from training.metrics import binary_report, per_category_auprc, recall_at_fpr
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -51,6 +51,38 @@ def test_binary_report_on_known_numbers() -> None:
     assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["fpr"] == 0.5
     assert r["auprc"] == pytest.approx(0.8333, abs=1e-3)
     assert binary_report([True, True], [0.1, 0.2], [False, False])["auprc"] is None
+
+
+def test_recall_at_a_false_positive_rate() -> None:
+    # 100 negatives scored 0.00..0.99; at 1% FPR one negative (0.99) may be flagged,
+    # so the threshold sits at the second-highest negative (0.98).
+    negatives = [i / 100 for i in range(100)]
+    positives = [0.5, 0.985, 0.99, 1.0]
+    labels = [False] * 100 + [True] * 4
+    scores = negatives + positives
+    assert recall_at_fpr(labels, scores, 0.01) == 0.75
+    assert recall_at_fpr(labels, scores, 0.0) == 0.25  # only above every negative
+    assert recall_at_fpr(labels, scores, 0.5) == 1.0
+    assert recall_at_fpr([True, True], [0.1, 0.2], 0.01) is None
+    # A positive tied with the threshold negative is not counted (ties go against).
+    assert recall_at_fpr([False, True], [0.7, 0.7], 0.0) == 0.0
+    assert binary_report(labels, scores, [s > 0.5 for s in scores])["recall_at_1pct_fpr"] == 0.75
+
+
+def test_eval_reports_each_source_of_a_mixed_file() -> None:
+    from guard.conversation import Role, Turn
+    from training.dataset import Example
+    from training.evaluate import report_from_scores
+
+    def ex(i: int, unsafe: bool, source: str) -> Example:
+        turns = (Turn(Role.USER, f"t{i}"),)
+        return Example(f"e{i}", f"c{i}", turns, unsafe, ("O1",) if unsafe else (), source=source)
+
+    examples = [ex(0, True, "a"), ex(1, False, "a"), ex(2, False, "b"), ex(3, False, "b")]
+    r = report_from_scores(examples, [0.9, 0.2, 0.7, 0.1], [True, False, True, False])
+    assert r["per_source"]["a"]["auprc"] == 1.0 and r["per_source"]["a"]["fpr"] == 0.0
+    assert r["per_source"]["b"]["fpr"] == 0.5 and r["per_source"]["b"]["auprc"] is None
+    assert "per_source" not in report_from_scores(examples[:2], [0.9, 0.2], [True, False])
 
 
 def test_per_category_compares_each_category_with_safe_rows() -> None:
