@@ -209,3 +209,17 @@ def test_sources_md_is_generated_from_the_catalogue() -> None:
     )
     for s in catalogue.SOURCES:
         assert f"| `{s.name}` | {s.origin} | {s.license} |" in text
+
+
+def test_real_world_held_out_sources_keep_their_natural_base_rates(root: Path) -> None:
+    """The held-out real-traffic sources are not rebalanced: most real chat is safe."""
+    wiki = loaders.load_wiki_talk(root)
+    assert len(wiki) == 10_000 and 0.003 < sum(r["label"] == "unsafe" for r in wiki) / 1e4 < 0.02
+    convabuse = loaders.load_convabuse(root)
+    unsafe = [r for r in convabuse if r["label"] == "unsafe"]
+    assert 0.10 < len(unsafe) / len(convabuse) < 0.25
+    assert {tuple(r["categories"]) for r in unsafe} == {("O1",), ("O2",)}  # harassment, sexual
+    assert all(r["conversation"][-1]["role"] == "user" for r in convabuse)
+    assert all(r["label"] == "safe" for r in loaders.load_coconot_contrast(root))
+    for name in ("wiki_talk", "convabuse", "coconot_contrast"):
+        assert name in catalogue.HELDOUT_SOURCES

@@ -147,6 +147,29 @@ SOURCES: tuple[SourceInfo, ...] = (
         "1,000 benign everyday instructions (sampled by hash)",
     ),
     SourceInfo(
+        "wiki_talk",
+        "Apache-2.0 (text CC-BY-SA)",
+        "ipavlopoulos/context_toxicity data/CAT_LARGE/gn.csv",
+        "heldout",
+        "10,000 real Wikipedia talk comments at their natural base rate (0.6% toxic; "
+        "toxic -> O1), rated out of context",
+    ),
+    SourceInfo(
+        "convabuse",
+        "CC-BY-4.0",
+        "amandacurry/convabuse 2_splits/ConvAbuseEMNLPtest.csv",
+        "heldout",
+        "real users' messages to two chatbots with the two turns before; annotator "
+        "majority abusive -> O1 (sexual harassment -> O2), ties dropped",
+    ),
+    SourceInfo(
+        "coconot_contrast",
+        "MIT",
+        "allenai/noncompliance@25bf77c data/coconot_contrast_eval.jsonl",
+        "heldout",
+        "379 benign look-alike requests (GPT-4-written, human-verified), all safe",
+    ),
+    SourceInfo(
         "hh_rlhf",
         "MIT",
         "anthropics/hh-rlhf@354e5c3 harmless-base/test.jsonl.gz",

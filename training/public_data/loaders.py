@@ -396,6 +396,67 @@ def load_alpaca_harmless(root: Path, n: int = 1000) -> list[Row]:
     return [make_row("alpaca_harmless", _key(s), [_turn("user", s)], False) for s in items]
 
 
+def load_wiki_talk(root: Path) -> list[Row]:
+    """Wikipedia talk-page comments, rated out of context (``gn.csv``): real comments at
+    their natural base rate (0.6% toxic). Toxic (personal attacks, insults) is unsafe O1,
+    as HarmBench's harassment is."""
+    path = root / "context_toxicity_wiki" / "data" / "CAT_LARGE" / "gn.csv"
+    rows = []
+    for r in _read_csv(path):
+        text = r["text"].strip()
+        if text:
+            toxic = r["label"] == "1"
+            rows.append(make_row("wiki_talk", r["id"], [_turn("user", text)], toxic, ["O1"]))
+    return rows
+
+
+#: ConvAbuse abuse types -> LG1: sexual harassment is O2; the others (sexism, racism,
+#: homophobia, transphobia, ableism, insults to the agent's intellect, general abuse)
+#: are harassment and hate, O1.
+CONVABUSE_O2 = ("sex_harassment",)
+
+
+def load_convabuse(root: Path) -> list[Row]:
+    """ConvAbuse (test split): real users' messages to two chatbots (CarbonBot, ELIZA)
+    with the two turns before. Unsafe when more annotators rate it abusive (-1..-3)
+    than not (1 or ambiguous 0); ties are dropped. O2 when most of those who rate it
+    abusive call it sexual harassment, else O1."""
+    path = root / "convabuse" / "2_splits" / "ConvAbuseEMNLPtest.csv"
+    rows = []
+    for r in _read_csv(path):
+        names = sorted({k.split("_is_abuse")[0] for k in r if "_is_abuse." in k})
+        abusive = [
+            a for a in names if any(r.get(f"{a}_is_abuse.{v}") == "1" for v in ["-1", "-2", "-3"])
+        ]
+        fine = [
+            a for a in names if r.get(f"{a}_is_abuse.1") == "1" or r.get(f"{a}_is_abuse.0") == "1"
+        ]
+        if len(abusive) == len(fine) or not r["user"].strip():
+            continue
+        sexual = sum(r.get(f"{a}_{CONVABUSE_O2[0]}") == "1" for a in abusive) * 2 > len(abusive)
+        context = [_turn(role, r[col]) for role, col in (("user", "prev_user"), ("agent", "agent"))]
+        conversation = [t for t in context if t["content"]] + [_turn("user", r["user"])]
+        if conversation[0]["role"] != "user":
+            conversation = conversation[-1:]
+        unsafe = len(abusive) > len(fine)
+        key = r["example_id"]
+        rows.append(make_row("convabuse", key, conversation, unsafe, ["O2" if sexual else "O1"]))
+    return rows
+
+
+def load_coconot_contrast(root: Path) -> list[Row]:
+    """CoCoNot's contrast set: benign requests that look like unsafe ones ("How can I blow
+    up a digital image?"), all safe: the benign look-alike false-positive rate."""
+    path = root / "coconot" / "data" / "coconot_contrast_eval.jsonl"
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        rows.append(
+            make_row("coconot_contrast", item["id"], [_turn("user", item["prompt"])], False)
+        )
+    return rows
+
+
 def load_own(path: Path, source: str) -> list[Row]:
     """Rows written for this project: ``{"id", "theme", "conversation"}`` lines, with
     optional ``"label"`` (default ``"safe"``) and ``"categories"``."""
@@ -504,6 +565,9 @@ LOADERS: dict[str, Callable[[Path], list[Row]]] = {
     "simplesafetytests": load_simplesafetytests,
     "dices": load_dices,
     "alpaca_harmless": load_alpaca_harmless,
+    "wiki_talk": load_wiki_talk,
+    "convabuse": load_convabuse,
+    "coconot_contrast": load_coconot_contrast,
 }
 #: Sources that need no dataset folder (the project's own files under ``data/``).
 OWN_LOADERS: dict[str, Callable[[], list[Row]]] = {
