@@ -1,7 +1,8 @@
 """Long turns: does a harmful request buried in benign text still get caught, and
 what do windows cost in false positives and time? One run, several window sizes.
 
-    python -m bench.long_turns [--checkpoint models/default] [--n 60] [--report OUT.json]
+    python -m bench.long_turns [--checkpoint models/default] [--n 60] [--real-traffic]
+                               [--report OUT.json]
 
 In process, through :class:`guard.serving.GuardService` (the code the Triton
 model runs), on the shipped model. The texts are real:
@@ -17,6 +18,11 @@ model runs), on the shipped model. The texts are real:
 For each window size (``off`` = one view, the model's head+tail) it prints the
 share flagged at the shipped threshold and the time per turn, and the ratio of
 each against ``off`` measured in the same run.
+
+With ``--real-traffic`` it also scores the held-out real-traffic sources
+(``wiki_talk``, ``convabuse``, ``coconot_contrast``: 11,201 turns at their
+natural base rates) with one view and with the model's own windows, and prints
+AUPRC, recall at 1% FPR, FPR, recall and turns/s of each, pooled and per source.
 """
 
 from __future__ import annotations
@@ -104,10 +110,54 @@ def flagged(service: GuardService, convos: list[list[dict[str, str]]]) -> tuple[
     return sum(unsafe) / len(unsafe), seconds
 
 
+REAL_TRAFFIC = ("wiki_talk", "convabuse", "coconot_contrast")
+
+
+def real_traffic(base: GuardService, checkpoint: Path) -> dict[str, Any]:
+    """One view against the model's own windows on the held-out real-traffic sources."""
+    from training.metrics import binary_report
+    from training.public_data.loaders import LOADERS
+
+    rows = [r for name in REAL_TRAFFIC for r in LOADERS[name](datasets_root())]
+    out: dict[str, Any] = {}
+    for label, size in (("one view", OFF), ("windows", None)):
+        svc = GuardService(
+            base.guard, base.policies, ServiceConfig(checkpoint, ScorerConfig(), window_chars=size)
+        )
+        start = time.perf_counter()
+        answers = []
+        for i in range(0, len(rows), 64):
+            items = [
+                [RawItem(json.dumps(r["conversation"]).encode(), b"user", b"")]
+                for r in rows[i : i + 64]
+            ]
+            answers += [a[0] for a in svc.handle(items) if not isinstance(a, str)]
+        res: dict[str, Any] = {"turns_per_s": len(rows) / (time.perf_counter() - start)}
+        for source in (None, *REAL_TRAFFIC):
+            idx = [i for i, r in enumerate(rows) if source in (None, r["source"])]
+            rep = binary_report(
+                [rows[i]["label"] == "unsafe" for i in idx],
+                [answers[i].p_unsafe for i in idx],
+                [answers[i].unsafe for i in idx],
+            )
+            keys = ("n", "auprc", "recall_at_1pct_fpr", "fpr", "recall")
+            res[source or "pooled"] = {k: rep[k] for k in keys}
+        out[label] = res
+        print(f"real traffic, {label}: {res['turns_per_s']:.1f} turns/s")
+        for name in ("pooled", *REAL_TRAFFIC):
+            print("  " + f"{name:18} " + ", ".join(f"{k} {_f(v)}" for k, v in res[name].items()))
+    return out
+
+
+def _f(v: object) -> str:
+    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=Path("models/default"))
     ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--real-traffic", action="store_true")
     ap.add_argument("--report", type=Path)
     args = ap.parse_args(argv)
     sets = texts(datasets_root(), args.n)
@@ -133,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{name:24} {size:>6} {r['flagged']:8.3f} {ratio:7.2f} "
                 f"{r['s_per_turn'] * 1000:8.1f} {r['s_per_turn'] / o['s_per_turn']:6.2f}"
             )
+    if args.real_traffic:
+        report["real_traffic"] = real_traffic(base, args.checkpoint)
     if args.report:
         args.report.write_text(json.dumps(report, indent=2))
     return report

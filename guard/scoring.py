@@ -48,6 +48,8 @@ class Guard(Protocol[P]):
     """What the Triton model, evaluation and benchmarks need from a guard model."""
 
     name: str
+    #: Score at or above which a turn is unsafe.
+    threshold: float
     #: Longest turn (characters) this model judges well in one view; longer turns
     #: are also judged in windows of this size (:mod:`guard.windows`).
     window_chars: int

