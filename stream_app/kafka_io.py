@@ -10,20 +10,24 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from guard.events import EventError, decode_chat_turn
+from guard.events import EventError, Unjudgeable, decode_chat_turn
 from guard.settings import Settings
 from stream_app.idle_fetch import install_idle_fetch_backoff
 from stream_app.kafka_config import aiokafka_options
 
 
 def read_turns(path: Path, max_content_bytes: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) per JSON line; each line must be a valid chat-turn event."""
+    """(key, value) per JSON line; each line must be a valid chat-turn event. A turn
+    that is only too large is sent as it is: the worker answers it with a fail-closed
+    verdict, as it would answer the application that sent it."""
     out = []
     for n, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         try:
             turn = decode_chat_turn(line, max_content_bytes)
+        except Unjudgeable as exc:
+            turn = exc.turn
         except EventError as exc:
             raise EventError(f"{path}:{n}: {exc}") from None
         out.append((turn.conversation_id.encode(), turn.to_json()))

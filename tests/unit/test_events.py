@@ -1,6 +1,7 @@
 import base64
 import hashlib
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -164,3 +165,18 @@ def test_dead_letters_keep_the_original_timestamp_and_headers_within_bounds() ->
         "value_b64": base64.b64encode(b"v" * 100).decode(),
     }
     assert len(doc["original_headers"]) == 64 and doc["original_headers_dropped"] == 36
+
+
+def test_the_produce_command_sends_a_too_large_turn_but_refuses_a_malformed_one(
+    tmp_path: Path,
+) -> None:
+    from stream_app.kafka_io import read_turns
+
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(orjson.dumps({**GOOD, "content": "x" * 2000}) + b"\n")
+    ((key, value),) = read_turns(big, 1000)  # the worker answers it: fail-closed verdict
+    assert key == b"c1" and orjson.loads(value)["content"] == "x" * 2000
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(orjson.dumps({**GOOD, "role": "system"}) + b"\n")
+    with pytest.raises(EventError, match=r"bad\.jsonl:1: field 'role'"):
+        read_turns(bad, 1000)
