@@ -115,10 +115,13 @@ REAL_TRAFFIC = ("wiki_talk", "convabuse", "coconot_contrast")
 
 def real_traffic(base: GuardService, checkpoint: Path) -> dict[str, Any]:
     """One view against the model's own windows on the held-out real-traffic sources."""
-    from training.metrics import binary_report
+    from training.dataset import example_from_row
+    from training.evaluate import report_from_scores
+    from training.metrics import SOURCE_KEYS
     from training.public_data.loaders import LOADERS
 
     rows = [r for name in REAL_TRAFFIC for r in LOADERS[name](datasets_root())]
+    examples = [example_from_row(r) for r in rows]
     out: dict[str, Any] = {}
     for label, size in (("one view", OFF), ("windows", None)):
         svc = GuardService(
@@ -133,15 +136,11 @@ def real_traffic(base: GuardService, checkpoint: Path) -> dict[str, Any]:
             ]
             answers += [a[0] for a in svc.handle(items) if not isinstance(a, str)]
         res: dict[str, Any] = {"turns_per_s": len(rows) / (time.perf_counter() - start)}
-        for source in (None, *REAL_TRAFFIC):
-            idx = [i for i, r in enumerate(rows) if source in (None, r["source"])]
-            rep = binary_report(
-                [rows[i]["label"] == "unsafe" for i in idx],
-                [answers[i].p_unsafe for i in idx],
-                [answers[i].unsafe for i in idx],
-            )
-            keys = ("n", "auprc", "recall_at_1pct_fpr", "fpr", "recall")
-            res[source or "pooled"] = {k: rep[k] for k in keys}
+        report = report_from_scores(
+            examples, [a.p_unsafe for a in answers], [a.unsafe for a in answers]
+        )
+        res["pooled"] = {k: report[k] for k in SOURCE_KEYS}
+        res.update(report["per_source"])
         out[label] = res
         print(f"real traffic, {label}: {res['turns_per_s']:.1f} turns/s")
         for name in ("pooled", *REAL_TRAFFIC):

@@ -126,7 +126,7 @@ class GuardService:
                 prepared.append([self._prepare(item) for item in items])
             except InvalidInput as exc:
                 prepared.append(INVALID_REQUEST + str(exc))
-        flat = [v for req in prepared if not isinstance(req, str) for p in req for v in p.views]
+        flat = [v for req in prepared if not isinstance(req, str) for p in req for v in p.inputs]
         results = iter(self.guard.score_prepared(flat))
         out: list[list[ItemAnswer] | str] = []
         for req in prepared:
@@ -137,10 +137,10 @@ class GuardService:
         return out
 
     def _judged(self, p: Prepared, results: Iterator[GuardResult]) -> GuardResult:
-        rs = [next(results) for _ in p.views]
-        if len(rs) == 1 and p.whole:
-            return rs[0]
-        whole, parts = (rs[0], rs[1:]) if p.whole else (None, rs)
+        whole = None if p.whole is None else next(results)
+        parts = [next(results) for _ in p.parts]
+        if whole is not None and not parts:
+            return whole
         return judged(whole, parts, self.guard.window_threshold, self.guard.threshold)
 
     def _prepare(self, item: RawItem) -> Prepared:
@@ -159,13 +159,13 @@ class GuardService:
         checked = check_conversation(turns, side, self.cfg.max_content_chars)
         views = judged_views(checked, self.cfg.window_chars or self.guard.window_chars)
         try:
-            whole = [self.guard.prepare(GuardRequest(views[0], side, policy))]
+            whole = self.guard.prepare(GuardRequest(views[0], side, policy))
         except ConversationError:
             if len(views) == 1:
                 raise
-            whole = []  # the whole view of a long turn may not fit; its windows must
+            whole = None  # the whole view of a long turn may not fit; its windows must
         parts = [p for v in views[1:] for p in self._prepare_window(v, side, policy)]
-        return Prepared(policy, bool(whole), [*whole, *parts])
+        return Prepared(policy, whole, parts)
 
     def _prepare_window(self, view: tuple[Turn, ...], side: Role, policy: Policy) -> list[Any]:
         """One window's model input, or, when it does not fit (its text takes more
@@ -190,11 +190,16 @@ class GuardService:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """One item's model inputs: its whole view (when it fits), then one per window."""
+    """One item's model inputs: its whole view (None when it does not fit) and one
+    per window (none for a turn that fits one view)."""
 
     policy: Policy
-    whole: bool
-    views: list[Any]
+    whole: Any | None
+    parts: list[Any]
+
+    @property
+    def inputs(self) -> list[Any]:
+        return [self.whole, *self.parts] if self.whole is not None else self.parts
 
 
 def judged_views(turns: tuple[Turn, ...], window_chars: int) -> list[tuple[Turn, ...]]:

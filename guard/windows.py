@@ -95,7 +95,7 @@ def judged(
 
 
 def on_turn_scale(p: float, window_threshold: float, threshold: float) -> float:
-    """A window score at or above ``window_threshold``, mapped onto ``[threshold, 1]``."""
-    if window_threshold >= 1.0 or p <= window_threshold:
-        return threshold if p >= window_threshold else p
+    """A window score in ``[window_threshold, 1]``, mapped linearly onto ``[threshold, 1]``."""
+    if window_threshold >= 1.0:
+        return p
     return threshold + (p - window_threshold) * (1.0 - threshold) / (1.0 - window_threshold)

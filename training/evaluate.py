@@ -30,22 +30,23 @@ def report_from_scores(
     labels = [e.unsafe for e in examples]
     report = binary_report(labels, scores, predicted)
     report["per_category"] = per_category_auprc(labels, [e.categories for e in examples], scores)
+
+    def subset(idx: list[int], keys: Sequence[str]) -> dict[str, Any]:
+        sub = binary_report(
+            [labels[i] for i in idx], [scores[i] for i in idx], [predicted[i] for i in idx]
+        )
+        return {k: sub[k] for k in keys}
+
     for side in ("user", "agent"):
         idx = [i for i, e in enumerate(examples) if e.side.value == side]
         if idx:
-            sub = binary_report(
-                [labels[i] for i in idx], [scores[i] for i in idx], [predicted[i] for i in idx]
-            )
-            report[f"{side}_side"] = {k: sub[k] for k in ("n", "auprc", "f1", "fpr")}
+            report[f"{side}_side"] = subset(idx, ("n", "auprc", "f1", "fpr"))
     sources = sorted({e.source for e in examples})
     if len(sources) > 1:
-        report["per_source"] = {}
-        for source in sources:
-            idx = [i for i, e in enumerate(examples) if e.source == source]
-            sub = binary_report(
-                [labels[i] for i in idx], [scores[i] for i in idx], [predicted[i] for i in idx]
-            )
-            report["per_source"][source] = {k: sub[k] for k in SOURCE_KEYS}
+        report["per_source"] = {
+            src: subset([i for i, e in enumerate(examples) if e.source == src], SOURCE_KEYS)
+            for src in sources
+        }
     if seconds:
         report["turns_per_s"] = len(examples) / seconds
     return report
