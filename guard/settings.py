@@ -41,14 +41,15 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
     client_id: str = Field("guardstream", description="Kafka client id.")
     idle_fetch_backoff_ms: int = Field(
-        20,
+        100,
         ge=0,
         le=5000,
         description=(
             "Client-side pause after a fetch that returned no records (0: off). Kafka holds an"
-            " empty fetch for fetch.max.wait.ms, so there it costs at most 20 ms once per"
-            " idle wait; the embedded local broker answers at once, and without the pause an"
-            " idle worker fetches back to back and burns a core."
+            " empty fetch for fetch.max.wait.ms (500 ms by default), longer than the pause, so"
+            " there it costs nothing; the embedded local broker answers at once, and without"
+            " the pause an idle worker fetches back to back and burns a core. A record that"
+            " arrives while a consumer is idle waits at most this long."
         ),
     )
 
