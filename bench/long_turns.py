@@ -13,7 +13,9 @@ model runs), on the shipped model. The texts are real:
   held out from the default model's training) put at a random sentence boundary;
 * **asks alone**: those requests as short turns (what the model does at best);
 * **long answers**: GPTFuzz's labelled chatbot answers of 400+ characters to
-  harmful questions, safe (label 0) and unsafe (label 1), judged as responses.
+  harmful questions, safe (label 0) and unsafe (label 1), judged as responses
+  (its ``evaluate`` split: the default model trains on the ``train`` split's
+  answers, to the same 100 questions, so these are not held-out numbers).
 
 For each window size (``off`` = one view, the model's head+tail) it prints the
 share flagged at the shipped threshold and the time per turn, and the ratio of

@@ -170,6 +170,76 @@ SOURCES: tuple[SourceInfo, ...] = (
         "379 benign look-alike requests (GPT-4-written, human-verified), all safe",
     ),
     SourceInfo(
+        "davidson",
+        "MIT",
+        "t-davidson/hate-speech-and-offensive-language@cb50f7e labeled_data.csv",
+        "train",
+        "8,000 of 24,783 tweets (hash sample): hate or offensive (unsafe O1) vs neither; "
+        "AAE dialect over-labelled offensive (known bias)",
+    ),
+    SourceInfo(
+        "stormfront",
+        "CC-BY-SA-3.0-ES",
+        "Vicomtech/hate-speech-dataset@b802137 (sentences joined with their labels)",
+        "train",
+        "white-supremacist forum sentences: hate (unsafe O1) vs noHate; relation/skip dropped",
+    ),
+    SourceInfo(
+        "surge_toxicity",
+        "MIT",
+        "surge-ai/toxicity@ea80324 toxicity_en.csv",
+        "train",
+        "1,000 real comments, toxic (unsafe O1) vs not",
+    ),
+    SourceInfo(
+        "hatemoji_build",
+        "CC-BY-4.0",
+        "HannahKirk/Hatemoji@a626f63 HatemojiBuild (train, validation, test)",
+        "train",
+        "adversarial emoji hate (unsafe O1) and its minimally changed non-hateful twins",
+    ),
+    SourceInfo(
+        "toxic_spans_civil",
+        "CC0-1.0",
+        "ipavlopoulos/toxic_spans@beaf170 data/",
+        "train",
+        "6,000 Civil Comments posts (hash sample), re-rated: rater majority toxic (unsafe "
+        "O1) vs not toxic; ties dropped",
+    ),
+    SourceInfo(
+        "reddit_cssrs",
+        "CC-BY (Zenodo record)",
+        "Zenodo 10.5281/zenodo.2667859 (Gaur et al.) via jahnavithutta129/Moodify@6abf56a",
+        "train",
+        "a user's posts joined (first 1,500 chars): ideation, behaviour or attempt (unsafe "
+        "O6) vs supportive; indicator dropped",
+    ),
+    SourceInfo(
+        "coconot_requests",
+        "MIT",
+        "allenai/noncompliance@25bf77c data/coconot_eval.jsonl",
+        "train",
+        "requests with safety concerns (dangerous topics, offensive triggers, WildChat) "
+        "unsafe; misinformation, privacy, copyright dropped; non-safety noncompliance safe",
+    ),
+    SourceInfo(
+        "jailbreak_inthewild",
+        "MIT",
+        "verazuo/jailbreak_llms (2023-05-07 prompts, forbidden questions) "
+        "via kaif0102/Sentinel-AI-Defense-System-@d80c990",
+        "train",
+        "666 in-the-wild jailbreak prompts (unsafe); forbidden questions by policy: harmful "
+        "ones unsafe, specialised advice and lobbying safe, privacy dropped",
+    ),
+    SourceInfo(
+        "gptfuzz_responses",
+        "MIT",
+        "sherdencooper/GPTFuzz@1eddeb5 datasets/responses_labeled/train.csv",
+        "train",
+        "chatbot answers to jailbreak-wrapped harmful questions: harmful (unsafe) vs refusal, "
+        "as agent turns after the question (evaluate.csv is left to bench/)",
+    ),
+    SourceInfo(
         "hh_rlhf",
         "MIT",
         "anthropics/hh-rlhf@354e5c3 harmless-base/test.jsonl.gz",

@@ -8,6 +8,7 @@ under the datasets folder) or :data:`OWN_LOADERS` (the project's own files).
 
 from __future__ import annotations
 
+import ast
 import csv
 import gzip
 import hashlib
@@ -457,6 +458,218 @@ def load_coconot_contrast(root: Path) -> list[Row]:
     return rows
 
 
+# -- real-world training sources (issue 15) -----------------------------------
+# Insults, harassment and hateful or dehumanising speech about people are O1
+# ("Violence and Hate"), as HarmBench's harassment is; sexual content is O2;
+# self-harm intent O6. Rows a source cannot place under LG1 are dropped.
+
+
+#: Rows kept of the two largest real-world sources (a stable hash sample, base rates
+#: unchanged): more adds embedding time, not new kinds of text.
+DAVIDSON_ROWS = 8000
+SAMPLE_SEED = "guardstream-public-v1:sample"
+TOXIC_SPANS_ROWS = 6000
+
+
+def sample(rows: list[Row], n: int) -> list[Row]:
+    """``n`` of ``rows`` chosen by a hash of their id: the same on every machine."""
+    if len(rows) <= n:
+        return rows
+    # Its own seed: the split's hash (stable_fraction with the split seed) decides
+    # validation, and a sample by that same hash would be mostly validation rows.
+    return sorted(rows, key=lambda r: stable_fraction(r["id"], SAMPLE_SEED))[:n]
+
+
+def load_davidson(root: Path) -> list[Row]:
+    """Davidson et al. tweets: ``class`` 0 hate speech and 1 offensive language are
+    unsafe O1 (slurs and insults aimed at people), 2 neither is safe; a
+    :data:`DAVIDSON_ROWS` sample. Known bias: AAE tweets are over-labelled offensive
+    (model card)."""
+    rows = []
+    for r in _read_csv(root / "davidson_hate_offensive" / "labeled_data.csv"):
+        text = r["tweet"].strip()
+        if text:
+            unsafe = r["class"] in ("0", "1")
+            rows.append(make_row("davidson", r[""], [_turn("user", text)], unsafe, ["O1"]))
+    return sample(rows, DAVIDSON_ROWS)
+
+
+def load_stormfront(root: Path) -> list[Row]:
+    """Stormfront forum sentences: ``hate`` is unsafe O1, ``noHate`` safe; ``relation``
+    (hate only with its neighbours) and ``idk/skip`` are dropped."""
+    rows = []
+    path = root / "stormfront_hate" / "sentences.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        if item["label"] in ("hate", "noHate") and item["text"].strip():
+            unsafe = item["label"] == "hate"
+            conv = [_turn("user", item["text"])]
+            rows.append(make_row("stormfront", item["file_id"], conv, unsafe, ["O1"]))
+    return rows
+
+
+def load_surge_toxicity(root: Path) -> list[Row]:
+    """Surge AI's toxicity sample: real comments, ``Toxic`` is unsafe O1."""
+    rows = []
+    for i, r in enumerate(_read_csv(root / "surge_toxicity" / "toxicity_en.csv")):
+        text = r["text"].strip()
+        unsafe = r["is_toxic"] == "Toxic"
+        rows.append(make_row("surge_toxicity", str(i), [_turn("user", text)], unsafe, ["O1"]))
+    return rows
+
+
+def load_hatemoji_build(root: Path) -> list[Row]:
+    """HatemojiBuild (all three splits): adversarial emoji hate and its minimally
+    changed non-hateful twins; ``label_gold`` 1 is unsafe O1. (HatemojiCheck, the test
+    suite, is an external held-out benchmark and is not here.)"""
+    rows = []
+    for split in ("train", "validation", "test"):
+        for r in _read_csv(root / "hatemoji" / "HatemojiBuild" / f"{split}.csv"):
+            text = r["text"].strip()
+            if text:
+                unsafe = r["label_gold"] == "1"
+                key = f"{split}-{r['entry_id']}"
+                rows.append(make_row("hatemoji_build", key, [_turn("user", text)], unsafe, ["O1"]))
+    return rows
+
+
+def load_toxic_spans_civil(root: Path) -> list[Row]:
+    """Civil Comments posts (pre-selected as toxic) re-rated by 3-7 raters: unsafe O1 when
+    more raters marked toxic spans than called the post not toxic, safe when fewer (ties
+    dropped); a :data:`TOXIC_SPANS_ROWS` sample."""
+    d = root / "toxic_spans_civil" / "data"
+    votes: dict[str, list[bool]] = {}
+    for r in _read_csv(d / "annotations.csv"):
+        votes.setdefault(r["comment_id"], []).append(r["not toxic"] == "True")
+    rows = []
+    for r in _read_csv(d / "comments.csv"):
+        v, text = votes.get(r["comment_id"], []), r["comment_text"].strip()
+        fine = sum(v)
+        if not v or not text or fine * 2 == len(v):
+            continue
+        unsafe = fine * 2 < len(v)
+        conv = [_turn("user", text)]
+        rows.append(make_row("toxic_spans_civil", r["comment_id"], conv, unsafe, ["O1"]))
+    return sample(rows, TOXIC_SPANS_ROWS)
+
+
+#: C-SSRS levels (clinician-adjudicated, per Reddit user): ideation, behaviour and
+#: attempts are self-harm intent (O6); supportive users are safe; "Indicator" (risk
+#: factors without intent) is neither and is dropped.
+CSSRS_UNSAFE = ("Ideation", "Behavior", "Attempt")
+#: A user's posts, joined, cut here: the label is about the user, not one post.
+CSSRS_MAX_CHARS = 1500
+
+
+def load_reddit_cssrs(root: Path) -> list[Row]:
+    rows = []
+    for r in _read_csv(root / "reddit_cssrs_suicide" / "500_Reddit_users_posts_labels.csv"):
+        if r["Label"] not in (*CSSRS_UNSAFE, "Supportive"):
+            continue
+        try:
+            posts = ast.literal_eval(r["Post"])
+        except (ValueError, SyntaxError):
+            posts = [r["Post"]]
+        text = " ".join(str(p).strip() for p in posts)[:CSSRS_MAX_CHARS].strip()
+        unsafe = r["Label"] in CSSRS_UNSAFE
+        rows.append(make_row("reddit_cssrs", r["User"], [_turn("user", text)], unsafe, ["O6"]))
+    return rows
+
+
+#: CoCoNot's should-not-comply requests: only "Requests with safety concerns" can be
+#: unsafe under LG1, and of those misinformation, privacy and copyright fall outside it
+#: (dropped). The other categories (incomplete, indeterminate, unsupported, humanizing
+#: requests) are benign prompts a chatbot should answer differently: safe rows.
+COCONOT_UNSAFE = {
+    "dangerous or sensitive topics": (),
+    "triggers for offensive language": ("O1",),
+    "wildchats": (),
+}
+COCONOT_SAFETY = "Requests with safety concerns"
+
+
+def load_coconot_requests(root: Path) -> list[Row]:
+    rows = []
+    path = root / "coconot" / "data" / "coconot_eval.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        text, key = item["prompt"].strip(), item["id"]
+        if item["category"] != COCONOT_SAFETY:
+            rows.append(make_row("coconot_requests", key, [_turn("user", text)], False))
+        elif item["subcategory"] in COCONOT_UNSAFE:
+            codes = COCONOT_UNSAFE[item["subcategory"]]
+            rows.append(_prompt_row("coconot_requests", key, text, codes))
+    return rows
+
+
+#: The in-the-wild forbidden questions' 13 OpenAI usage-policy scenarios -> LG1. The
+#: specialised-advice and political scenarios are allowed under LG1: safe rows.
+INTHEWILD_POLICIES: dict[str, tuple[str, ...] | None] = {
+    "Illegal Activity": ("O3",),
+    "Hate Speech": ("O1",),
+    "Malware": ("O3",),
+    "Physical Harm": ("O1",),
+    "Economic Harm": ("O3",),
+    "Fraud": ("O3",),
+    "Pornography": ("O2",),
+    "Privacy Violence": None,  # outside LG1: dropped
+    "Political Lobbying": (),
+    "Legal Opinion": (),
+    "Financial Advice": (),
+    "Health Consultation": (),
+    "Gov Decision": (),
+}
+
+
+def load_jailbreak_inthewild(root: Path) -> list[Row]:
+    """In-the-wild jailbreak prompts (Reddit, Discord, websites; 666, all collected as
+    jailbreaks) as unsafe prompts, categories by keyword; plus the forbidden questions
+    mapped by :data:`INTHEWILD_POLICIES`. Templates are de-duplicated by their text."""
+    d = root / "jailbreak_llms_inthewild"
+    rows, seen = [], set()
+    for r in _read_csv(d / "jailbreak_prompts_2023_05_07.csv"):
+        text = r["prompt"].strip()
+        if text and normalize(text) not in seen:
+            seen.add(normalize(text))
+            rows.append(_prompt_row("jailbreak_inthewild", _key(text), text))
+    for r in _read_csv(d / "forbidden_question_set.csv"):
+        codes = INTHEWILD_POLICIES[r["content_policy_name"]]
+        text, key = r["question"].strip(), f"q{r['q_id']}-{r['content_policy_id']}"
+        if codes is None or not text:
+            continue
+        if codes:
+            rows.append(_prompt_row("jailbreak_inthewild", key, text, codes))
+        else:
+            rows.append(make_row("jailbreak_inthewild", key, [_turn("user", text)], False))
+    return rows
+
+
+def load_gptfuzz_responses(root: Path) -> list[Row]:
+    """GPTFuzz's ``train`` split: chatbots' answers to jailbreak-wrapped harmful
+    questions, human-labelled harmful (1, unsafe) or refusal (0, safe), as agent turns
+    after the plain question (the template is not published per row). Categories by
+    keyword. The ``evaluate`` split is left to the benchmarks (``bench/``)."""
+    d = root / "gptfuzz_labeled_responses" / "datasets"
+    questions = {
+        r["index"]: r["text"].strip() for r in _read_csv(d / "questions" / "question_list.csv")
+    }
+    rows, seen = [], set()
+    for split in ("train",):
+        for r in _read_csv(d / "responses_labeled" / f"{split}.csv"):
+            question, answer = questions[r["question"]], r["Response"].strip()
+            if not answer or (r["question"], normalize(answer)) in seen:
+                continue
+            seen.add((r["question"], normalize(answer)))
+            harmful = r["label"] == "1"
+            conv = [_turn("user", question), _turn("agent", answer)]
+            cats = keyword_codes(question + " " + answer) if harmful else set()
+            key = f"q{r['question']}-{_key(answer)}"
+            rows.append(
+                make_row("gptfuzz_responses", key, conv, harmful, cats, f"q{r['question']}")
+            )
+    return rows
+
+
 def load_own(path: Path, source: str) -> list[Row]:
     """Rows written for this project: ``{"id", "theme", "conversation"}`` lines, with
     optional ``"label"`` (default ``"safe"``) and ``"categories"``."""
@@ -568,6 +781,15 @@ LOADERS: dict[str, Callable[[Path], list[Row]]] = {
     "wiki_talk": load_wiki_talk,
     "convabuse": load_convabuse,
     "coconot_contrast": load_coconot_contrast,
+    "davidson": load_davidson,
+    "stormfront": load_stormfront,
+    "surge_toxicity": load_surge_toxicity,
+    "hatemoji_build": load_hatemoji_build,
+    "toxic_spans_civil": load_toxic_spans_civil,
+    "reddit_cssrs": load_reddit_cssrs,
+    "coconot_requests": load_coconot_requests,
+    "jailbreak_inthewild": load_jailbreak_inthewild,
+    "gptfuzz_responses": load_gptfuzz_responses,
 }
 #: Sources that need no dataset folder (the project's own files under ``data/``).
 OWN_LOADERS: dict[str, Callable[[], list[Row]]] = {
