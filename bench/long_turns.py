@@ -2,7 +2,7 @@
 what do windows cost in false positives and time? One run, several window sizes.
 
     python -m bench.long_turns [--checkpoint models/default] [--n 60] [--real-traffic]
-                               [--report OUT.json]
+                               [--threshold T] [--report OUT.json]
 
 In process, through :class:`guard.serving.GuardService` (the code the Triton
 model runs), on the shipped model. The texts are real:
@@ -25,6 +25,8 @@ With ``--real-traffic`` it also scores the held-out real-traffic sources
 (``wiki_talk``, ``convabuse``, ``coconot_contrast``: 11,201 turns at their
 natural base rates) with one view and with the model's own windows, and prints
 AUPRC, recall at 1% FPR, FPR, recall and turns/s of each, pooled and per source.
+``--threshold`` judges at another operating point than the model's own (the
+Triton model's ``threshold`` parameter).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 from guard.protocol import RawItem
 from guard.scoring import ScorerConfig
 from guard.serving import GuardService, ServiceConfig
+from training.public_data.catalogue import REAL_TRAFFIC_SOURCES as REAL_TRAFFIC
 from training.public_data.catalogue import datasets_root
 
 #: ``off``: one view of the whole turn; the others: the window size in characters.
@@ -112,10 +115,7 @@ def flagged(service: GuardService, convos: list[list[dict[str, str]]]) -> tuple[
     return sum(unsafe) / len(unsafe), seconds
 
 
-REAL_TRAFFIC = ("wiki_talk", "convabuse", "coconot_contrast")
-
-
-def real_traffic(base: GuardService, checkpoint: Path) -> dict[str, Any]:
+def real_traffic(base: GuardService, checkpoint: Path, scorer: ScorerConfig) -> dict[str, Any]:
     """One view against the model's own windows on the held-out real-traffic sources."""
     from training.dataset import example_from_row
     from training.evaluate import report_from_scores
@@ -127,7 +127,7 @@ def real_traffic(base: GuardService, checkpoint: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, size in (("one view", OFF), ("windows", None)):
         svc = GuardService(
-            base.guard, base.policies, ServiceConfig(checkpoint, ScorerConfig(), window_chars=size)
+            base.guard, base.policies, ServiceConfig(checkpoint, scorer, window_chars=size)
         )
         start = time.perf_counter()
         answers = []
@@ -159,16 +159,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--checkpoint", type=Path, default=Path("models/default"))
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--real-traffic", action="store_true")
+    ap.add_argument("--threshold", type=float, default=None, help="default: the model's own")
     ap.add_argument("--report", type=Path)
     args = ap.parse_args(argv)
     sets = texts(datasets_root(), args.n)
-    base = GuardService.load(ServiceConfig(args.checkpoint, ScorerConfig(), window_chars=OFF))
+    scorer = ScorerConfig(threshold=args.threshold)
+    base = GuardService.load(ServiceConfig(args.checkpoint, scorer, window_chars=OFF))
     report: dict[str, Any] = {"n": {k: len(v) for k, v in sets.items()}, "results": {}}
     for size in WINDOWS:
         svc = GuardService(
             base.guard,
             base.policies,
-            ServiceConfig(args.checkpoint, ScorerConfig(), window_chars=size or OFF),
+            ServiceConfig(args.checkpoint, scorer, window_chars=size or OFF),
         )
         report["results"][str(size or "off")] = {
             name: dict(zip(("flagged", "s_per_turn"), flagged(svc, convos), strict=True))
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{r['s_per_turn'] * 1000:8.1f} {r['s_per_turn'] / o['s_per_turn']:6.2f}"
             )
     if args.real_traffic:
-        report["real_traffic"] = real_traffic(base, args.checkpoint)
+        report["real_traffic"] = real_traffic(base, args.checkpoint, scorer)
     if args.report:
         args.report.write_text(json.dumps(report, indent=2))
     return report

@@ -137,6 +137,19 @@ def test_ranking_pairs_must_be_p_by_2_by_d_and_not_empty() -> None:
         fit_binary_ranked(x, y, 1.0, np.ones(50), np.zeros((0, 2, 2)), 0.5)
 
 
+def test_near_miss_sources_do_not_set_the_threshold() -> None:
+    """A source whose safe rows were chosen to look unsafe (minimal-pair twins) would set
+    a high threshold; excluded, the other sources set it."""
+    labels = np.array([False] * 40 + [True] * 10)
+    scores = np.concatenate([np.full(20, 0.30), np.full(20, 0.90), np.full(10, 0.95)])
+    sources = np.array(["chat"] * 20 + ["twins"] * 20 + ["chat"] * 10)
+    assert pick_threshold(labels, scores, 0.05, sources) == 0.91
+    assert pick_threshold(labels, scores, 0.05, sources, exclude=("twins",)) == 0.31
+    assert source_thresholds(labels, scores, 0.05, sources, exclude=("twins",)) == {"chat": 0.31}
+    with pytest.raises(ValueError):
+        pick_threshold(labels, scores, 0.05, sources, exclude=("chat", "twins"))
+
+
 def test_threshold_edge_cases() -> None:
     labels = np.array([False] * 30 + [True])
     high = np.concatenate([np.full(30, 0.995), [1.0]])
@@ -146,3 +159,70 @@ def test_threshold_edge_cases() -> None:
     # A plain list of source names works, and a too-small source leaves the pool.
     names = ["a"] * 30 + ["b"]
     assert source_thresholds(labels, np.zeros(31), 0.05, names) == {"a": 0.05}
+
+
+def test_adapter_rows_cap_each_source_label_and_side_by_hash() -> None:
+    from training.default_model.recipe import adapter_rows
+
+    def row(i: int, source: str, label: str, role: str = "user") -> dict[str, object]:
+        conv = [{"role": "user", "content": "q"}, {"role": "agent", "content": "a"}]
+        return {
+            "id": f"{source}:{label}:{role}{i}",
+            "source": source,
+            "label": label,
+            "conversation": conv if role == "agent" else conv[:1],
+        }
+
+    rows = [row(i, "big", "safe") for i in range(50)] + [row(i, "big", "unsafe") for i in range(3)]
+    rows += [row(i, "big", "safe", "agent") for i in range(7)]
+    kept = adapter_rows(rows, cap=5)
+    groups = [(r["source"], r["label"], r["conversation"][-1]["role"]) for r in kept]
+    assert sorted(set(groups)) == [
+        ("big", "safe", "agent"),
+        ("big", "safe", "user"),
+        ("big", "unsafe", "user"),
+    ]
+    assert (
+        groups.count(("big", "safe", "user")) == 5 and groups.count(("big", "unsafe", "user")) == 3
+    )
+    assert adapter_rows(list(reversed(rows)), cap=5) == kept  # by hash, not by input order
+
+
+def test_prompt_auprc_keeps_its_definition_and_real_traffic_is_reported_apart() -> None:
+    """Adding the real-traffic held-out sources must not change what ``prompt_auprc``
+    measures (written requests against everyday instructions): a rebuild's number then
+    compares with the model card's."""
+    from guard.scoring import GuardResult
+    from training.default_model.evaluation import evaluate
+
+    def row(i: int, source: str, unsafe: bool, score: float) -> dict[str, object]:
+        text = f"{source} {i} {score}"
+        return {
+            "id": f"{source}:{i}",
+            "source": source,
+            "conversation": [{"role": "user", "content": text}],
+            "label": "unsafe" if unsafe else "safe",
+            "categories": [],
+        }
+
+    rows = [row(i, "ailuminate", True, 0.9) for i in range(5)]
+    rows += [row(i, "alpaca_harmless", False, 0.1) for i in range(5)]
+    # real traffic: toxic comments ranked below benign ones
+    rows += [row(i, "wiki_talk", True, 0.2) for i in range(2)]
+    rows += [row(i, "wiki_talk", False, 0.8) for i in range(8)]
+
+    class Scores:
+        def score(self, requests: list[object]) -> list[GuardResult]:
+            out = []
+            for r in requests:
+                p = float(r.turns[-1].content.rsplit(" ", 1)[1])  # type: ignore[attr-defined]
+                out.append(GuardResult(p, p >= 0.5, ()))
+            return out
+
+    report = evaluate(Scores(), rows, [], 0.5)  # type: ignore[arg-type]
+    assert report["prompt_auprc"] == 1.0  # requests vs instructions: perfectly ranked
+    assert report["real_traffic_prompt_auprc"] < 0.3  # toxic comments ranked last
+    assert (
+        report["prompt_auprc"] > report["all_prompts_auprc"] > report["real_traffic_prompt_auprc"]
+    )
+    assert report["by_source"]["wiki_talk"]["prompt_fpr"] == 1.0

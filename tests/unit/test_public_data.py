@@ -265,4 +265,18 @@ def test_real_world_training_sources_map_onto_lg1_as_the_model_card_says(root: P
         "unsafe",
     }
     for name in ("davidson", "stormfront", "hatemoji_build", "reddit_cssrs", "gptfuzz_responses"):
-        assert name in catalogue.TRAIN_SOURCES
+        assert name in catalogue.CANDIDATE_SOURCES
+
+
+def test_candidate_sources_train_only_when_asked(
+    root: Path, parts: dict[str, list[catalogue.Row]]
+) -> None:
+    """The shipped recipe's splits have no candidate rows; with_candidates puts them in
+    train and validation by the same hash, never in the held-out split."""
+    candidates = set(catalogue.CANDIDATE_SOURCES)
+    assert not any(r["source"] in candidates for rows in parts.values() for r in rows)
+    more = splits.build_splits(root, with_candidates=True)
+    assert {r["source"] for r in more["train"]} >= candidates
+    assert {r["source"] for r in more["validation"]} >= candidates
+    assert more["heldout"] == parts["heldout"]
+    assert set(map(str, (r["id"] for r in parts["train"]))) <= {r["id"] for r in more["train"]}

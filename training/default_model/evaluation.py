@@ -13,6 +13,7 @@ from guard.scoring import Guard, GuardRequest, GuardResult
 from guard.taxonomy import LLAMA_GUARD_1
 from training.encoder_head import Row, row_side, row_turns
 from training.metrics import auprc
+from training.public_data import catalogue
 from training.public_data.catalogue import stable_fraction
 
 THROUGHPUT_TURNS = 256
@@ -57,7 +58,12 @@ def evaluate(
     side = np.array([r["conversation"][-1]["role"] for r in heldout])
     out: dict[str, Any] = {}
     prompt, response = side == "user", side == "agent"
-    out["prompt_auprc"] = auprc4(y[prompt], p[prompt])
+    real = np.isin(src, catalogue.REAL_TRAFFIC_SOURCES)
+    # The prompt AUPRC keeps its definition (written requests against everyday
+    # instructions and hard negatives); real traffic is reported apart, and all together.
+    out["prompt_auprc"] = auprc4(y[prompt & ~real], p[prompt & ~real])
+    out["real_traffic_prompt_auprc"] = auprc4(y[prompt & real], p[prompt & real])
+    out["all_prompts_auprc"] = auprc4(y[prompt], p[prompt])
     out["response_auprc"] = auprc4(y[response], p[response])
     by_source: dict[str, Any] = {}
     for s in sorted(set(src)):
@@ -73,10 +79,11 @@ def evaluate(
         by_source[s] = row
     out["by_source"] = by_source
     # Prompt AUPRC without the (non-commercial, eval-only) alpaca negatives.
-    no_alpaca = prompt & (src != "alpaca_harmless")
+    no_alpaca = prompt & ~real & (src != "alpaca_harmless")
     out["prompt_auprc_without_alpaca"] = auprc4(y[no_alpaca], p[no_alpaca])
     benign = src == "guardstream_benign"
-    out["benign_hard_negative_fpr"] = round(float((p[benign] >= threshold).mean()), 4)
+    fpr = float((p[benign] >= threshold).mean()) if benign.any() else None
+    out["benign_hard_negative_fpr"] = None if fpr is None else round(fpr, 4)
     out["benign_hard_negative_n"] = int(benign.sum())
     fp_themes: dict[str, int] = {}
     for r, score in zip(heldout, p, strict=True):

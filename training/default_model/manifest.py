@@ -49,8 +49,7 @@ def manifest_for(
             "sources": {
                 s: catalogue.SOURCE_INFO[s].license
                 for s in (
-                    *catalogue.TRAIN_SOURCES,
-                    *catalogue.SPLIT_SOURCES,
+                    *sorted({r["source"] for rows in training_splits.values() for r in rows}),
                     *catalogue.PAIR_SOURCES,
                 )
             },

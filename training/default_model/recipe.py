@@ -53,6 +53,25 @@ CATEGORY_C = 3.0
 PAIR_WEIGHT = 0.5
 THRESHOLD = 0.5
 ADAPTER = AdapterConfig(rank=8, epochs=3, lr=5e-4, train_len=96, seed=0)
+#: With the candidate sources (``--with-candidates``) the training split has 42k rows:
+#: the adapter then trains one epoch on at most this many rows of each (source, label,
+#: side) group (a hash sample, 12.7k rows, ~6 minutes on two cores).
+CANDIDATE_ADAPTER = AdapterConfig(rank=8, epochs=1, lr=5e-4, train_len=96, seed=0)
+ADAPTER_ROWS_PER_GROUP = 600
+ADAPTER_SAMPLE_SEED = "adapter-cap"
+
+
+def adapter_rows(rows: Sequence[Row], cap: int = ADAPTER_ROWS_PER_GROUP) -> list[Row]:
+    """At most ``cap`` rows per (source, label, side), chosen by a hash of the row id."""
+    ordered = sorted(rows, key=lambda r: catalogue.stable_fraction(r["id"], ADAPTER_SAMPLE_SEED))
+    seen: Counter[tuple[str, str, str]] = Counter()
+    keep = []
+    for r in ordered:
+        group = (r["source"], r["label"], r["conversation"][-1]["role"])
+        if seen[group] < cap:
+            seen[group] += 1
+            keep.append(r)
+    return keep
 
 
 def _by_side(rows: Sequence[Row], side: str) -> list[int]:
@@ -110,8 +129,9 @@ def train_heads(
         # This side's own operating point on validation, moved to THRESHOLD by a bias
         # shift: one served threshold then fits both heads (rankings are unchanged).
         scores = sigmoid(best[2](x_va[va])[:, 0])
-        per_source = source_thresholds(y_va[va], scores, TARGET_FPR, src_va[va])
-        t = pick_threshold(y_va[va], scores, TARGET_FPR, src_va[va])
+        near_miss = catalogue.NEAR_MISS_SOURCES
+        per_source = source_thresholds(y_va[va], scores, TARGET_FPR, src_va[va], exclude=near_miss)
+        t = pick_threshold(y_va[va], scores, TARGET_FPR, src_va[va], exclude=near_miss)
         report["side_threshold"][name] = t
         report["source_thresholds"][name] = per_source
         heads[name] = shift_logit(best[2], _logit(THRESHOLD) - _logit(t))
@@ -121,7 +141,8 @@ def train_heads(
     )
     report["threshold_rule"] = (
         f"per side, the lowest threshold with FPR <= {TARGET_FPR} on the safe rows of each "
-        f"validation source of that side with >= {MIN_SOURCE_ROWS} safe rows, mapped to "
+        f"validation source of that side with >= {MIN_SOURCE_ROWS} safe rows, except the "
+        f"near-miss sources ({', '.join(catalogue.NEAR_MISS_SOURCES)}), mapped to "
         f"{THRESHOLD} by shifting the head's bias"
     )
     report["category_C"] = CATEGORY_C
@@ -171,8 +192,13 @@ def build_default_model(
     splits_dir: Path | None = None,
     cache_dir: Path | None = None,
     adapter_from: Path | None = None,
+    with_candidates: bool = False,
 ) -> dict[str, Any]:
     """Rebuild the default model into ``out_dir``; returns the metrics report.
+
+    ``with_candidates``: also train on the candidate real-world sources (capped adapter
+    rows, :data:`CANDIDATE_ADAPTER`): the session-7 experiment in the model card's
+    design table, not the shipped model.
 
     ``splits_dir``: also write the splits there (JSONL, see
     :func:`training.public_data.splits.write_splits`). ``cache_dir``: keep embeddings
@@ -181,7 +207,7 @@ def build_default_model(
     ``models/default/adapter``) to copy instead of training one: refits the heads
     and threshold in minutes instead of ~50.
     """
-    parts = splits.build_splits()
+    parts = splits.build_splits(with_candidates=with_candidates)
     if splits_dir is not None:
         splits.write_splits(splits_dir)
     root = catalogue.datasets_root()
@@ -192,9 +218,10 @@ def build_default_model(
     adapter_dir = out_dir / ADAPTER_DIR
     if adapter_from is None:
         encoder = SentenceEncoder.load(encoder_path(ENCODER_PACKAGE), VIEW)
-        encoder = finetune_adapter(
-            encoder, parts["train"], side_weights(parts["train"]), adapter_dir, ADAPTER
-        )
+        rows, cfg = parts["train"], ADAPTER
+        if with_candidates:
+            rows, cfg = adapter_rows(rows), CANDIDATE_ADAPTER
+        encoder = finetune_adapter(encoder, rows, side_weights(rows), adapter_dir, cfg)
         (adapter_dir / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     else:
         if adapter_from.resolve() != adapter_dir.resolve():
@@ -213,7 +240,7 @@ def build_default_model(
         encoder_package=ENCODER_PACKAGE,
         encoder_name=ENCODER_NAME,
         view=VIEW,
-        adapter=ADAPTER,
+        adapter=CANDIDATE_ADAPTER if with_candidates else ADAPTER,
     )
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     guard = load_guard(out_dir)
@@ -237,7 +264,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="reuse this trained adapter directory (e.g. models/default/adapter): heads only",
     )
+    parser.add_argument(
+        "--with-candidates",
+        action="store_true",
+        help="also train on the candidate real-world sources (an experiment, not shipped)",
+    )
     args = parser.parse_args(argv)
-    report = build_default_model(args.out, args.splits, args.cache, args.adapter_from)
+    report = build_default_model(
+        args.out, args.splits, args.cache, args.adapter_from, args.with_candidates
+    )
     print(json.dumps(report, indent=2))
     return 0

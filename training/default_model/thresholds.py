@@ -18,6 +18,7 @@ def pick_threshold(
     target_fpr: float,
     sources: np.ndarray | None = None,
     min_rows: int = MIN_SOURCE_ROWS,
+    exclude: Sequence[str] = (),
 ) -> float:
     """The lowest threshold (on a 0.01 grid from 0.05) with FPR <= ``target_fpr``;
     0.99 when no grid point meets it.
@@ -28,8 +29,12 @@ def pick_threshold(
     rate would let many easy safe rows (everyday requests, refusals) hide a hard
     source (statements about minorities, homonyms): adding easy rows, as a new
     source or to a source that does not set the threshold, would lower it.
+
+    Sources in ``exclude`` are not checked (near-miss sets whose safe rows were
+    chosen to sit next to unsafe ones; see ``catalogue.NEAR_MISS_SOURCES``).
     """
-    return max(source_thresholds(labels, scores, target_fpr, sources, min_rows).values())
+    per_source = source_thresholds(labels, scores, target_fpr, sources, min_rows, exclude)
+    return max(per_source.values())
 
 
 def source_thresholds(
@@ -38,10 +43,13 @@ def source_thresholds(
     target_fpr: float,
     sources: np.ndarray | Sequence[str] | None = None,
     min_rows: int = MIN_SOURCE_ROWS,
+    exclude: Sequence[str] = (),
 ) -> dict[str, float]:
     """``{source: its lowest threshold}`` for :func:`pick_threshold` (``{"all": t}``
-    when pooled). Raises ``ValueError`` when there are no safe rows."""
+    when pooled). Raises ``ValueError`` when there are no safe rows to check."""
     safe = ~np.asarray(labels, bool)
+    if sources is not None and exclude:
+        safe &= ~np.isin(np.asarray(sources), list(exclude))
     if not safe.any():
         raise ValueError("no safe rows to measure a false-positive rate on")
     groups: dict[str, np.ndarray] = {}

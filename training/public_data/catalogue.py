@@ -38,6 +38,7 @@ class SourceInfo:
     license: str
     origin: str
     # "train" | "heldout" | "eval-only" | "split" (hash-split between train and heldout)
+    # | "candidate" (loaded and mapped, trained on only with ``with_candidates``)
     # | "pairs" (preference pairs: some held out, the rest train a ranking term)
     role: str
     what: str
@@ -173,7 +174,7 @@ SOURCES: tuple[SourceInfo, ...] = (
         "davidson",
         "MIT",
         "t-davidson/hate-speech-and-offensive-language@cb50f7e labeled_data.csv",
-        "train",
+        "candidate",
         "8,000 of 24,783 tweets (hash sample): hate or offensive (unsafe O1) vs neither; "
         "AAE dialect over-labelled offensive (known bias)",
     ),
@@ -181,28 +182,28 @@ SOURCES: tuple[SourceInfo, ...] = (
         "stormfront",
         "CC-BY-SA-3.0-ES",
         "Vicomtech/hate-speech-dataset@b802137 (sentences joined with their labels)",
-        "train",
+        "candidate",
         "white-supremacist forum sentences: hate (unsafe O1) vs noHate; relation/skip dropped",
     ),
     SourceInfo(
         "surge_toxicity",
         "MIT",
         "surge-ai/toxicity@ea80324 toxicity_en.csv",
-        "train",
+        "candidate",
         "1,000 real comments, toxic (unsafe O1) vs not",
     ),
     SourceInfo(
         "hatemoji_build",
         "CC-BY-4.0",
         "HannahKirk/Hatemoji@a626f63 HatemojiBuild (train, validation, test)",
-        "train",
+        "candidate",
         "adversarial emoji hate (unsafe O1) and its minimally changed non-hateful twins",
     ),
     SourceInfo(
         "toxic_spans_civil",
         "CC0-1.0",
         "ipavlopoulos/toxic_spans@beaf170 data/",
-        "train",
+        "candidate",
         "6,000 Civil Comments posts (hash sample), re-rated: rater majority toxic (unsafe "
         "O1) vs not toxic; ties dropped",
     ),
@@ -210,7 +211,7 @@ SOURCES: tuple[SourceInfo, ...] = (
         "reddit_cssrs",
         "CC-BY (Zenodo record)",
         "Zenodo 10.5281/zenodo.2667859 (Gaur et al.) via jahnavithutta129/Moodify@6abf56a",
-        "train",
+        "candidate",
         "a user's posts joined (first 1,500 chars): ideation, behaviour or attempt (unsafe "
         "O6) vs supportive; indicator dropped",
     ),
@@ -218,7 +219,7 @@ SOURCES: tuple[SourceInfo, ...] = (
         "coconot_requests",
         "MIT",
         "allenai/noncompliance@25bf77c data/coconot_eval.jsonl",
-        "train",
+        "candidate",
         "requests with safety concerns (dangerous topics, offensive triggers, WildChat) "
         "unsafe; misinformation, privacy, copyright dropped; non-safety noncompliance safe",
     ),
@@ -227,7 +228,7 @@ SOURCES: tuple[SourceInfo, ...] = (
         "MIT",
         "verazuo/jailbreak_llms (2023-05-07 prompts, forbidden questions) "
         "via kaif0102/Sentinel-AI-Defense-System-@d80c990",
-        "train",
+        "candidate",
         "666 in-the-wild jailbreak prompts (unsafe); forbidden questions by policy: harmful "
         "ones unsafe, specialised advice and lobbying safe, privacy dropped",
     ),
@@ -235,7 +236,7 @@ SOURCES: tuple[SourceInfo, ...] = (
         "gptfuzz_responses",
         "MIT",
         "sherdencooper/GPTFuzz@1eddeb5 datasets/responses_labeled/train.csv",
-        "train",
+        "candidate",
         "chatbot answers to jailbreak-wrapped harmful questions: harmful (unsafe) vs refusal, "
         "as agent turns after the question (evaluate.csv is left to bench/)",
     ),
@@ -249,8 +250,21 @@ SOURCES: tuple[SourceInfo, ...] = (
     ),
 )
 SOURCE_INFO = {s.name: s for s in SOURCES}
+#: Held-out sources of real user text at natural base rates (issue 15); reported on
+#: their own, apart from the requests-versus-instructions prompt AUPRC.
+REAL_TRAFFIC_SOURCES = ("wiki_talk", "convabuse", "coconot_contrast")
+#: Candidate sources whose safe rows were selected or written to sit next to unsafe ones
+#: (HatemojiBuild's minimally changed twins, Civil Comments posts pre-selected as toxic,
+#: tweets selected by a slur lexicon). They train the boundary; they do not set the
+#: operating point, which a 5% false-positive rate on such rows would push to where
+#: most real abuse is missed (training.default_model.recipe).
+NEAR_MISS_SOURCES = ("davidson", "hatemoji_build", "toxic_spans_civil")
 TRAIN_SOURCES = tuple(s.name for s in SOURCES if s.role == "train")
 SPLIT_SOURCES = tuple(s.name for s in SOURCES if s.role == "split")
+#: Real-world sources that joined in session 7: the shipped recipe does not train on them
+#: (they did not improve the model on real traffic; model card, design table), and
+#: ``build_splits(with_candidates=True)`` / ``--with-candidates`` adds them to training.
+CANDIDATE_SOURCES = tuple(s.name for s in SOURCES if s.role == "candidate")
 HELDOUT_SOURCES = tuple(s.name for s in SOURCES if s.role in ("heldout", "eval-only"))
 #: Unlabelled preference pairs: held out by row (``heldout_pairs``), the rest trained on.
 PAIR_SOURCES = tuple(s.name for s in SOURCES if s.role == "pairs")
@@ -287,6 +301,7 @@ ROLE_USE = {
     "heldout": "held-out evaluation",
     "eval-only": "evaluation only, never trained on",
     "split": "half training, half held-out evaluation (hash split)",
+    "candidate": "candidate training data: not in the shipped model (`--with-candidates`)",
     "pairs": f"preference pairs: {HH_HELDOUT_PAIRS} held out, the rest train a ranking term",
 }
 

@@ -15,6 +15,7 @@ from typing import Any
 from training.public_data.catalogue import (
     BENIGN_FILE,
     BENIGN_HELDOUT_FRACTION,
+    CANDIDATE_SOURCES,
     HELDOUT_SOURCES,
     HH_HELDOUT_PAIRS,
     OWN_SPLIT_SEED,
@@ -50,8 +51,12 @@ def build_splits(
     root: Path | None = None,
     benign_file: Path = BENIGN_FILE,
     self_harm_file: Path = SELF_HARM_FILE,
+    with_candidates: bool = False,
 ) -> dict[str, list[Row]]:
-    """``{"train", "validation", "heldout"}`` rows, deterministic (see the module docstring)."""
+    """``{"train", "validation", "heldout"}`` rows, deterministic (see the module docstring).
+
+    ``with_candidates``: the candidate sources (``CANDIDATE_SOURCES``) join the
+    training pool (train and validation by the same hash)."""
     base = datasets_root(root)
     rows: list[Row] = []
     for loader in LOADERS.values():
@@ -67,7 +72,8 @@ def build_splits(
     ]
     heldout = [r for r in rows if r["source"] in HELDOUT_SOURCES]
     heldout += [r for r, held in zip(own_rows, own_held, strict=True) if held]
-    pool = [r for r in rows if r["source"] in TRAIN_SOURCES]
+    trained = TRAIN_SOURCES + (CANDIDATE_SOURCES if with_candidates else ())
+    pool = [r for r in rows if r["source"] in trained]
     pool += [r for r, held in zip(own_rows, own_held, strict=True) if not held]
     held_texts = {(side(r), checked_text(r)) for r in heldout}
     seen: set[tuple[str, str, str]] = set()
