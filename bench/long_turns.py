@@ -14,8 +14,8 @@ model runs), on the shipped model. The texts are real:
 * **asks alone**: those requests as short turns (what the model does at best);
 * **long answers**: GPTFuzz's labelled chatbot answers of 400+ characters to
   harmful questions, safe (label 0) and unsafe (label 1), judged as responses
-  (its ``evaluate`` split: the default model trains on the ``train`` split's
-  answers, to the same 100 questions, so these are not held-out numbers).
+  (its ``evaluate`` split, questions 80-99; the shipped model does not train on
+  GPTFuzz, and ``--with-candidates`` models train on ``train.csv``, questions 0-79).
 
 For each window size (``off`` = one view, the model's head+tail) it prints the
 share flagged at the shipped threshold and the time per turn, and the ratio of

@@ -46,10 +46,10 @@ class KafkaSettings(BaseModel):
         le=5000,
         description=(
             "Client-side pause after a fetch that returned no records (0: off). Kafka holds an"
-            " empty fetch for fetch.max.wait.ms (500 ms by default), longer than the pause, so"
-            " there it costs nothing; the embedded local broker answers at once, and without"
-            " the pause an idle worker fetches back to back and burns a core. A record that"
-            " arrives while a consumer is idle waits at most this long."
+            " empty fetch for fetch.max.wait.ms (faust's consumer: 1.5 s), longer than the"
+            " pause, so there it costs nothing; the embedded local broker answers at once, and"
+            " without the pause an idle worker fetches back to back and burns a core. A record"
+            " that arrives while a consumer is idle waits at most this long."
         ),
     )
 

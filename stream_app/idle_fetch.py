@@ -10,7 +10,9 @@ machine is the CPU the model needs (docs/performance.md).
 process wait until ``ms`` have passed since an empty fetch was sent before it
 fetches from that broker again. A fetch that returns records is not delayed,
 so a busy stream runs as before; a record that arrives while a consumer is idle
-waits at most ``ms`` longer. It is off (0) against real Kafka.
+waits at most ``ms`` longer. It is on by default everywhere: Kafka holds an
+empty fetch for ``fetch.max.wait.ms`` (faust's worker consumer asks for 1.5 s,
+plain aiokafka for 0.5 s), longer than the pause, so there it costs nothing.
 
 aiokafka has no option for this, so it wraps ``Fetcher._proc_fetch_request``
 (aiokafka is pinned in pyproject.toml; the wrapper fails loudly if the method

@@ -25,6 +25,7 @@ def manifest_for(
     encoder_name: str,
     view: Any,
     adapter: AdapterConfig,
+    with_candidates: bool = False,
 ) -> dict[str, Any]:
     """The manifest of a model built by the recipe (its metrics are added after evaluation)."""
     return {
@@ -57,6 +58,7 @@ def manifest_for(
             "counts": {k: splits.summarize(v) for k, v in training_splits.items()},
             "choices": choices,
             "adapter": "trained" if adapter_from is None else f"copied from {adapter_from}",
-            "recipe": "python -m training.default_model --out models/default",
+            "recipe": "python -m training.default_model --out models/default"
+            + (" --with-candidates" if with_candidates else ""),
         },
     }

@@ -209,7 +209,7 @@ def build_default_model(
     """
     parts = splits.build_splits(with_candidates=with_candidates)
     if splits_dir is not None:
-        splits.write_splits(splits_dir)
+        splits.write_splits(splits_dir, with_candidates=with_candidates)
     root = catalogue.datasets_root()
     all_pairs = loaders.load_hh_rlhf_pairs(root, 0)
     heldout_pairs = all_pairs[: catalogue.HH_HELDOUT_PAIRS]
@@ -240,7 +240,8 @@ def build_default_model(
         encoder_package=ENCODER_PACKAGE,
         encoder_name=ENCODER_NAME,
         view=VIEW,
-        adapter=CANDIDATE_ADAPTER if with_candidates else ADAPTER,
+        adapter=CANDIDATE_ADAPTER if with_candidates and adapter_from is None else ADAPTER,
+        with_candidates=with_candidates,
     )
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     guard = load_guard(out_dir)

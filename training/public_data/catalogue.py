@@ -204,8 +204,8 @@ SOURCES: tuple[SourceInfo, ...] = (
         "CC0-1.0",
         "ipavlopoulos/toxic_spans@beaf170 data/",
         "candidate",
-        "6,000 Civil Comments posts (hash sample), re-rated: rater majority toxic (unsafe "
-        "O1) vs not toxic; ties dropped",
+        "6,000 Civil Comments posts (hash sample) that a rater majority found toxic "
+        '(unsafe O1); the "not toxic" ticks are not safe labels (form design): no safe rows',
     ),
     SourceInfo(
         "reddit_cssrs",
@@ -229,8 +229,8 @@ SOURCES: tuple[SourceInfo, ...] = (
         "verazuo/jailbreak_llms (2023-05-07 prompts, forbidden questions) "
         "via kaif0102/Sentinel-AI-Defense-System-@d80c990",
         "candidate",
-        "666 in-the-wild jailbreak prompts (unsafe); forbidden questions by policy: harmful "
-        "ones unsafe, specialised advice and lobbying safe, privacy dropped",
+        "648 in-the-wild jailbreak prompts (unsafe); forbidden questions by policy: harmful "
+        "ones unsafe (incl. 'Gov Decision' crimes, O3); privacy, lobbying, advice dropped",
     ),
     SourceInfo(
         "gptfuzz_responses",
@@ -254,11 +254,11 @@ SOURCE_INFO = {s.name: s for s in SOURCES}
 #: their own, apart from the requests-versus-instructions prompt AUPRC.
 REAL_TRAFFIC_SOURCES = ("wiki_talk", "convabuse", "coconot_contrast")
 #: Candidate sources whose safe rows were selected or written to sit next to unsafe ones
-#: (HatemojiBuild's minimally changed twins, Civil Comments posts pre-selected as toxic,
-#: tweets selected by a slur lexicon). They train the boundary; they do not set the
+#: (HatemojiBuild's minimally changed twins, tweets selected by a slur lexicon). They
+#: train the boundary; they do not set the
 #: operating point, which a 5% false-positive rate on such rows would push to where
 #: most real abuse is missed (training.default_model.recipe).
-NEAR_MISS_SOURCES = ("davidson", "hatemoji_build", "toxic_spans_civil")
+NEAR_MISS_SOURCES = ("davidson", "hatemoji_build")
 TRAIN_SOURCES = tuple(s.name for s in SOURCES if s.role == "train")
 SPLIT_SOURCES = tuple(s.name for s in SOURCES if s.role == "split")
 #: Real-world sources that joined in session 7: the shipped recipe does not train on them

@@ -482,7 +482,9 @@ def sample(rows: list[Row], n: int) -> list[Row]:
 
 def load_davidson(root: Path) -> list[Row]:
     """Davidson et al. tweets: ``class`` 0 hate speech and 1 offensive language are
-    unsafe O1 (slurs and insults aimed at people), 2 neither is safe; a
+    unsafe O1, 2 neither is safe. Class 1 is offensive but not hateful (insults,
+    slurs used at people, profanity): calling it O1 is this project's choice, for the
+    insults and harassment real chat needs caught (model card); a
     :data:`DAVIDSON_ROWS` sample. Known bias: AAE tweets are over-labelled offensive
     (model card)."""
     rows = []
@@ -535,8 +537,10 @@ def load_hatemoji_build(root: Path) -> list[Row]:
 
 def load_toxic_spans_civil(root: Path) -> list[Row]:
     """Civil Comments posts (pre-selected as toxic) re-rated by 3-7 raters: unsafe O1 when
-    more raters marked toxic spans than called the post not toxic, safe when fewer (ties
-    dropped); a :data:`TOXIC_SPANS_ROWS` sample."""
+    more raters marked toxic spans than ticked "not toxic"; a :data:`TOXIC_SPANS_ROWS`
+    sample. Only unsafe rows: the annotation form let a rater skip marking spans only by
+    ticking "not toxic", and most such ticks come with "all toxic" (raters who found the
+    whole post toxic), so "not toxic" majorities are not safe labels."""
     d = root / "toxic_spans_civil" / "data"
     votes: dict[str, list[bool]] = {}
     for r in _read_csv(d / "annotations.csv"):
@@ -545,11 +549,9 @@ def load_toxic_spans_civil(root: Path) -> list[Row]:
     for r in _read_csv(d / "comments.csv"):
         v, text = votes.get(r["comment_id"], []), r["comment_text"].strip()
         fine = sum(v)
-        if not v or not text or fine * 2 == len(v):
-            continue
-        unsafe = fine * 2 < len(v)
-        conv = [_turn("user", text)]
-        rows.append(make_row("toxic_spans_civil", r["comment_id"], conv, unsafe, ["O1"]))
+        if v and text and fine * 2 < len(v):
+            conv = [_turn("user", text)]
+            rows.append(make_row("toxic_spans_civil", r["comment_id"], conv, True, ["O1"]))
     return sample(rows, TOXIC_SPANS_ROWS)
 
 
@@ -568,8 +570,8 @@ def load_reddit_cssrs(root: Path) -> list[Row]:
             continue
         try:
             posts = ast.literal_eval(r["Post"])
-        except (ValueError, SyntaxError):
-            posts = [r["Post"]]
+        except (ValueError, SyntaxError):  # 22 cells are cut off mid-list
+            posts = [r["Post"].strip().lstrip("[").strip("'\"")]
         text = " ".join(str(p).strip() for p in posts)[:CSSRS_MAX_CHARS].strip()
         unsafe = r["Label"] in CSSRS_UNSAFE
         rows.append(make_row("reddit_cssrs", r["User"], [_turn("user", text)], unsafe, ["O6"]))
@@ -602,8 +604,10 @@ def load_coconot_requests(root: Path) -> list[Row]:
     return rows
 
 
-#: The in-the-wild forbidden questions' 13 OpenAI usage-policy scenarios -> LG1. The
-#: specialised-advice and political scenarios are allowed under LG1: safe rows.
+#: The in-the-wild forbidden questions' 13 OpenAI usage-policy scenarios -> LG1. "Gov
+#: Decision" holds criminal requests (smuggling, evading police, corrupting
+#: officials): O3. Privacy, political lobbying and specialised advice lie outside LG1
+#: and are dropped, as everywhere (module docstring of training.public_data).
 INTHEWILD_POLICIES: dict[str, tuple[str, ...] | None] = {
     "Illegal Activity": ("O3",),
     "Hate Speech": ("O1",),
@@ -612,19 +616,19 @@ INTHEWILD_POLICIES: dict[str, tuple[str, ...] | None] = {
     "Economic Harm": ("O3",),
     "Fraud": ("O3",),
     "Pornography": ("O2",),
-    "Privacy Violence": None,  # outside LG1: dropped
-    "Political Lobbying": (),
-    "Legal Opinion": (),
-    "Financial Advice": (),
-    "Health Consultation": (),
-    "Gov Decision": (),
+    "Gov Decision": ("O3",),
+    "Privacy Violence": None,
+    "Political Lobbying": None,
+    "Legal Opinion": None,
+    "Financial Advice": None,
+    "Health Consultation": None,
 }
 
 
 def load_jailbreak_inthewild(root: Path) -> list[Row]:
-    """In-the-wild jailbreak prompts (Reddit, Discord, websites; 666, all collected as
-    jailbreaks) as unsafe prompts, categories by keyword; plus the forbidden questions
-    mapped by :data:`INTHEWILD_POLICIES`. Templates are de-duplicated by their text."""
+    """In-the-wild jailbreak prompts (Reddit, Discord, websites; 666 collected as
+    jailbreaks, 648 after de-duplication by text) as unsafe prompts, categories by
+    keyword; plus the forbidden questions mapped by :data:`INTHEWILD_POLICIES`."""
     d = root / "jailbreak_llms_inthewild"
     rows, seen = [], set()
     for r in _read_csv(d / "jailbreak_prompts_2023_05_07.csv"):
@@ -635,12 +639,8 @@ def load_jailbreak_inthewild(root: Path) -> list[Row]:
     for r in _read_csv(d / "forbidden_question_set.csv"):
         codes = INTHEWILD_POLICIES[r["content_policy_name"]]
         text, key = r["question"].strip(), f"q{r['q_id']}-{r['content_policy_id']}"
-        if codes is None or not text:
-            continue
-        if codes:
+        if codes is not None and text:
             rows.append(_prompt_row("jailbreak_inthewild", key, text, codes))
-        else:
-            rows.append(make_row("jailbreak_inthewild", key, [_turn("user", text)], False))
     return rows
 
 

@@ -7,6 +7,7 @@ training.public_data.splits OUT_DIR`` writes them as JSONL.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -43,6 +44,13 @@ def checked_text(row: Row) -> str:
     return normalize(row["conversation"][-1]["content"])
 
 
+def overlap_key(row: Row) -> str:
+    """The checked text without case, punctuation or spacing: a training row with the
+    key of a held-out row ("Good." and "good", "I'm a bitch" and "i m a bitch") is
+    removed from training."""
+    return " ".join(re.sub(r"[^\w\s]", " ", row["conversation"][-1]["content"].lower()).split())
+
+
 def side(row: Row) -> str:
     return str(row["conversation"][-1]["role"])
 
@@ -75,14 +83,14 @@ def build_splits(
     trained = TRAIN_SOURCES + (CANDIDATE_SOURCES if with_candidates else ())
     pool = [r for r in rows if r["source"] in trained]
     pool += [r for r, held in zip(own_rows, own_held, strict=True) if not held]
-    held_texts = {(side(r), checked_text(r)) for r in heldout}
+    held_texts = {(side(r), overlap_key(r)) for r in heldout}
     seen: set[tuple[str, str, str]] = set()
     train: list[Row] = []
     validation: list[Row] = []
     for r in pool:
         conv_key = json.dumps([normalize(t["content"]) for t in r["conversation"]])
         k = (side(r), conv_key, r["label"])
-        if (side(r), checked_text(r)) in held_texts or k in seen:
+        if (side(r), overlap_key(r)) in held_texts or k in seen:
             continue
         seen.add(k)
         frac = stable_fraction(r["conversation_id"])
@@ -105,13 +113,16 @@ def iter_jsonl(rows: Iterable[Row]) -> Iterator[str]:
 
 
 def write_splits(
-    out_dir: Path, root: Path | None = None, hh_pairs: int = HH_HELDOUT_PAIRS
+    out_dir: Path,
+    root: Path | None = None,
+    hh_pairs: int = HH_HELDOUT_PAIRS,
+    with_candidates: bool = False,
 ) -> dict[str, Any]:
     """Write ``train.jsonl``, ``validation.jsonl``, ``heldout.jsonl``,
     ``heldout_pairs.jsonl`` and ``manifest.json`` to ``out_dir``; returns the manifest."""
     if not 0 < hh_pairs <= HH_HELDOUT_PAIRS:  # more would reach into the training pairs
         raise ValueError(f"hh_pairs must be in 1..{HH_HELDOUT_PAIRS}, got {hh_pairs}")
-    splits = build_splits(root)
+    splits = build_splits(root, with_candidates=with_candidates)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
         (out_dir / f"{name}.jsonl").write_text("".join(iter_jsonl(rows)), encoding="utf-8")
@@ -119,7 +130,7 @@ def write_splits(
     (out_dir / "heldout_pairs.jsonl").write_text("".join(iter_jsonl(pairs)), encoding="utf-8")
     manifest = {
         "design": {
-            "train_sources": list(TRAIN_SOURCES),
+            "train_sources": list(TRAIN_SOURCES + (CANDIDATE_SOURCES if with_candidates else ())),
             "heldout_sources": list(HELDOUT_SOURCES),
             "pair_sources": list(PAIR_SOURCES),
             "validation_fraction": VALIDATION_FRACTION,
