@@ -41,7 +41,7 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
     client_id: str = Field("guardstream", description="Kafka client id.")
     idle_fetch_backoff_ms: int = Field(
-        100,
+        20,
         ge=0,
         le=5000,
         description=(

@@ -33,14 +33,14 @@ def test_settings_doc_is_current_and_documents_every_field() -> None:
 
 def test_idle_fetch_pause_is_on_by_default_and_kept_by_the_local_stack() -> None:
     s = Settings()
-    assert s.kafka.idle_fetch_backoff_ms == 100  # `guardstream worker` as the README runs it
+    assert s.kafka.idle_fetch_backoff_ms == 20  # `guardstream worker` as the README runs it
     local = s.for_local_stack()
-    assert local.kafka.idle_fetch_backoff_ms == 100
+    assert local.kafka.idle_fetch_backoff_ms == 20
     assert local.kafka.brokers == f"127.0.0.1:{s.local.broker_port}"
     chosen = Settings(kafka={"idle_fetch_backoff_ms": 5}).for_local_stack()  # type: ignore[arg-type]
     assert chosen.kafka.idle_fetch_backoff_ms == 5
     # the worker process gets it through its environment
-    assert local.to_env()["GUARDSTREAM_KAFKA__IDLE_FETCH_BACKOFF_MS"] == "100"
+    assert local.to_env()["GUARDSTREAM_KAFKA__IDLE_FETCH_BACKOFF_MS"] == "20"
 
 
 def test_content_limit_must_fit_in_a_record() -> None:
