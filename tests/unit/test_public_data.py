@@ -83,9 +83,13 @@ def test_self_harm_file_is_all_unsafe_o6_prompts() -> None:
     assert len(rows) >= 30
     assert all(r["label"] == "unsafe" and r["categories"] == ["O6"] for r in rows)
     assert {splits.side(r) for r in rows} == {"user"}
+
     # Disclosures are unsafe; support and coping questions stay in the benign file.
-    benign = {splits.checked_text(r) for r in loaders.load_benign()}
-    assert not benign & {splits.checked_text(r) for r in rows}
+    def text(r: catalogue.Row) -> str:
+        return loaders.normalize(r["conversation"][-1]["content"])
+
+    benign = {text(r) for r in loaders.load_benign()}
+    assert not benign & {text(r) for r in rows}
 
 
 def test_do_not_answer_self_harm_method_requests_are_unsafe_o6(root: Path) -> None:

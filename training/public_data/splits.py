@@ -40,10 +40,6 @@ from training.public_data.loaders import (
 )
 
 
-def checked_text(row: Row) -> str:
-    return normalize(row["conversation"][-1]["content"])
-
-
 def overlap_key(row: Row) -> str:
     """The checked text without case, punctuation or spacing: a training row with the
     key of a held-out row ("Good." and "good", "I'm a bitch" and "i m a bitch") is
