@@ -84,7 +84,7 @@ def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
 def cmd_produce(args: argparse.Namespace, s: Settings) -> int:
     from stream_app.kafka_io import produce, read_turns
 
-    records = read_turns(Path(args.file), s.worker.max_content_bytes)
+    records = read_turns(Path(args.file), s.worker.max_content_bytes, s.kafka.max_record_bytes)
     n = asyncio.run(produce(s, records))
     print(f"sent {n} chat turns to {s.topics.input}", file=sys.stderr)
     return 0

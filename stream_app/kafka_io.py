@@ -16,10 +16,14 @@ from stream_app.idle_fetch import install_idle_fetch_backoff
 from stream_app.kafka_config import aiokafka_options
 
 
-def read_turns(path: Path, max_content_bytes: int) -> list[tuple[bytes, bytes]]:
+def read_turns(
+    path: Path, max_content_bytes: int, max_record_bytes: int
+) -> list[tuple[bytes, bytes]]:
     """(key, value) per JSON line; each line must be a valid chat-turn event. A turn
     that is only too large is sent as it is: the worker answers it with a fail-closed
-    verdict, as it would answer the application that sent it."""
+    verdict, as it would answer the application that sent it. A record over the
+    topic's size limit cannot be sent at all: that is an error naming the line, before
+    anything is sent."""
     out = []
     for n, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
@@ -30,7 +34,14 @@ def read_turns(path: Path, max_content_bytes: int) -> list[tuple[bytes, bytes]]:
             turn = exc.turn
         except EventError as exc:
             raise EventError(f"{path}:{n}: {exc}") from None
-        out.append((turn.conversation_id.encode(), turn.to_json()))
+        record = (turn.conversation_id.encode(), turn.to_json())
+        if len(record[0]) + len(record[1]) > max_record_bytes:
+            raise EventError(
+                f"{path}:{n}: the record is {len(record[0]) + len(record[1]):,} bytes, over"
+                f" the topic's limit of {max_record_bytes:,}"
+                " (GUARDSTREAM_KAFKA__MAX_RECORD_BYTES); nothing was sent"
+            )
+        out.append(record)
     return out
 
 

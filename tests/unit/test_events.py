@@ -174,9 +174,12 @@ def test_the_produce_command_sends_a_too_large_turn_but_refuses_a_malformed_one(
 
     big = tmp_path / "big.jsonl"
     big.write_bytes(orjson.dumps({**GOOD, "content": "x" * 2000}) + b"\n")
-    ((key, value),) = read_turns(big, 1000)  # the worker answers it: fail-closed verdict
+    ((key, value),) = read_turns(big, 1000, 10_000)  # the worker answers it: fail-closed
     assert key == b"c1" and orjson.loads(value)["content"] == "x" * 2000
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(orjson.dumps({**GOOD, "role": "system"}) + b"\n")
     with pytest.raises(EventError, match=r"bad\.jsonl:1: field 'role'"):
-        read_turns(bad, 1000)
+        read_turns(bad, 1000, 10_000)
+    # over the topic's record limit: Kafka cannot carry it, so a clear error, not a send
+    with pytest.raises(EventError, match=r"big\.jsonl:1: the record is .* over the topic's limit"):
+        read_turns(big, 1000, 1500)
