@@ -11,6 +11,9 @@ model runs), on the shipped model. The texts are real:
   (context_toxicity_wiki, label 0), about 1.5 KB each -- the benign long turns;
 * **padded asks**: the same filler with one harmful request (SimpleSafetyTests,
   held out from the default model's training) put at a random sentence boundary;
+* **short filler** and **padded asks, short filler**: the same, but the filler is
+  16 short sentences (20-70 characters) cut from those comments, so the request
+  shares its window with benign sentences (the packing attack);
 * **asks alone**: those requests as short turns (what the model does at best);
 * **long answers**: GPTFuzz's labelled chatbot answers of 400+ characters to
   harmful questions, safe (label 0) and unsafe (label 1), judged as responses
@@ -42,6 +45,7 @@ from typing import Any
 from guard.protocol import RawItem
 from guard.scoring import ScorerConfig
 from guard.serving import GuardService, ServiceConfig
+from guard.windows import sentences
 from training.public_data.catalogue import REAL_TRAFFIC_SOURCES as REAL_TRAFFIC
 from training.public_data.catalogue import datasets_root
 
@@ -66,12 +70,20 @@ def texts(root: Path, n: int, seed: int = 0) -> dict[str, list[list[dict[str, st
     sst = root / "simplesafetytests" / "SimpleSafetyTests - test cases.csv"
     asks = [r["prompts_final"] for r in _csv(sst)]
     rng.shuffle(asks)
-    fillers, padded = [], []
+    short = sorted({s.strip() for t in wiki for s in sentences(t) if 20 <= len(s.strip()) <= 70})
+    fillers: list[str] = []
+    padded: list[str] = []
+    short_fillers: list[str] = []
+    short_padded: list[str] = []
     for ask in asks[:n]:
-        parts = rng.sample(wiki, 8)
-        fillers.append(" ".join(parts))
-        at = rng.randint(1, len(parts) - 1)
-        padded.append(" ".join([*parts[:at], ask, *parts[at:]]))
+        for k, pool, safe, unsafe in (
+            (8, wiki, fillers, padded),
+            (16, short, short_fillers, short_padded),
+        ):
+            parts = rng.sample(pool, k)
+            safe.append(" ".join(parts))
+            at = rng.randint(1, len(parts) - 1)
+            unsafe.append(" ".join([*parts[:at], ask, *parts[at:]]))
     gptfuzz = root / "gptfuzz_labeled_responses" / "datasets"
     questions = {r["index"]: r["text"] for r in _csv(gptfuzz / "questions" / "question_list.csv")}
     answers = [
@@ -98,6 +110,8 @@ def texts(root: Path, n: int, seed: int = 0) -> dict[str, list[list[dict[str, st
         "asks alone (unsafe)": user(asks[:n]),
         "padded asks (unsafe)": user(padded),
         "filler (safe)": user(fillers),
+        "padded asks, short (unsafe)": user(short_padded),
+        "short filler (safe)": user(short_fillers),
         "long answers (unsafe)": qa("1"),
         "long answers (safe)": qa("0"),
     }

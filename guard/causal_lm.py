@@ -94,6 +94,9 @@ class CausalLMGuard:
         #: character) leaves room for the policy and the context.
         self.window_chars = max(64, self.cfg.max_prompt_tokens // 2)
         self.window_threshold = self.threshold
+        #: A causal LM attends to each token rather than averaging: packed windows
+        #: suffice, and a prompt per sentence would multiply its cost.
+        self.sentence_views = False
         self.device = next(model.parameters()).device
         self.specials = tuple(
             sorted(set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab()))  # type: ignore[attr-defined]

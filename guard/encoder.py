@@ -69,6 +69,9 @@ class ViewConfig:
     #: Score at or above which one window makes the turn unsafe: one sentence out
     #: of context scores higher than in it, so a window needs more than the turn.
     window_threshold: float = 0.97
+    #: Also judge each sentence of a long turn alone: the mean over a window of
+    #: short sentences dilutes a short request packed between them.
+    sentence_views: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,7 @@ class EncoderHeadGuard:
         self.name = name
         self.window_chars = encoder.view.window_chars
         self.window_threshold = max(self.threshold, encoder.view.window_threshold)
+        self.sentence_views = encoder.view.sentence_views
 
     @classmethod
     def load(cls, checkpoint: Path | str, config: ScorerConfig | None = None) -> EncoderHeadGuard:

@@ -56,7 +56,10 @@ class Guard(Protocol[P]):
     #: Score at or above which one window makes the turn unsafe (at least the
     #: model's threshold; see :func:`guard.windows.judged`).
     window_threshold: float
-
+    #: Whether each sentence of a long turn is also judged on its own: a model
+    #: that averages over its input dilutes a short request packed between short
+    #: benign sentences (:func:`guard.windows.views`).
+    sentence_views: bool
     def prepare(self, req: GuardRequest) -> P:
         """Model input for ``req``; :class:`ConversationError` when it cannot fit."""
         ...

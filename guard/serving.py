@@ -29,7 +29,7 @@ from guard.prompt import PromptFormat
 from guard.protocol import CHECKPOINT_ENV, INVALID_REQUEST, ItemAnswer, RawItem
 from guard.scoring import Guard, GuardRequest, GuardResult, ScorerConfig
 from guard.taxonomy import DEFAULT_POLICY_ID, Policy, PolicyRegistry
-from guard.windows import judged, sentences, windows
+from guard.windows import judged, sentences, views, windows
 
 #: Shortest window: below it a window that does not fit is not split again.
 MIN_WINDOW_CHARS = 16
@@ -157,7 +157,9 @@ class GuardService:
         policy = self.policies.get(policy_id)
         turns = turns_from_json(item.conversation)
         checked = check_conversation(turns, side, self.cfg.max_content_chars)
-        views = judged_views(checked, self.cfg.window_chars or self.guard.window_chars)
+        views = judged_views(
+            checked, self.cfg.window_chars or self.guard.window_chars, self.guard.sentence_views
+        )
         try:
             whole = self.guard.prepare(GuardRequest(views[0], side, policy))
         except ConversationError:
@@ -202,11 +204,14 @@ class Prepared:
         return [self.whole, *self.parts] if self.whole is not None else self.parts
 
 
-def judged_views(turns: tuple[Turn, ...], window_chars: int) -> list[tuple[Turn, ...]]:
+def judged_views(
+    turns: tuple[Turn, ...], window_chars: int, sentence_views: bool = False
+) -> list[tuple[Turn, ...]]:
     """The conversation as the model judges it: whole, and, when its last turn is
-    longer than ``window_chars``, once more per window of that turn (same context)."""
+    longer than ``window_chars``, once more per view of that turn (its windows, and
+    with ``sentence_views`` its sentences; same context; :func:`guard.windows.views`)."""
     last = turns[-1]
-    parts = windows(last.content, window_chars)
+    parts = views(last.content, window_chars, sentence_views)
     if len(parts) == 1:
         return [turns]
     return [turns, *((*turns[:-1], Turn(last.role, w)) for w in parts)]

@@ -372,7 +372,7 @@ def test_a_turn_longer_than_the_model_prompt_is_judged_window_by_window(
         send_turns(s, [turn])
         (verdict,) = collect(s, s.topics.verdicts, 1, 180)
     guard = CausalLMGuard.load(Path(str(triton_server["checkpoint"])))
-    views = judged_views((Turn(Role.USER, text),), guard.window_chars)
+    views = judged_views((Turn(Role.USER, text),), guard.window_chars, guard.sentence_views)
     assert len(views) > 5
     with pytest.raises(ValueError, match="does not fit"):
         guard.prepare(GuardRequest(views[0], Role.USER, LLAMA_GUARD_1))  # whole: too long
