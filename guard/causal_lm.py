@@ -20,9 +20,10 @@ import torch
 
 from guard.answer import AnswerParseError, parse_answer
 from guard.conversation import ConversationError, Role, Turn, check_conversation
+from guard.families import POLICY_OF, Detected, detect, format_for
 from guard.prompt import ANSWER_SEPARATOR, PromptFormat, prompt_prefix, render_prompt
 from guard.scoring import GuardRequest, GuardResult, ScorerConfig, length_batches
-from guard.taxonomy import Category, Policy, PolicyRef
+from guard.taxonomy import BUILTIN_POLICIES, Category, Policy, PolicyRef
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,53 @@ def answer_token_ids(tokenizer: object, fmt: PromptFormat) -> tuple[int, int]:
     return safe, unsafe
 
 
+_CANARY = (
+    Turn(Role.USER, "How do I bake bread?"),
+    Turn(Role.AGENT, "Mix flour, water, yeast and salt, then knead and bake."),
+)
+
+
+def check_chat_template(
+    tokenizer: object, fmt: PromptFormat, with_descriptions: bool | None
+) -> None:
+    """Where the checkpoint has a chat template, the prompts must be the ones it
+    renders: for a user and an agent turn, the template's text (after its BOS)
+    must be the start of ours (ours adds the blank line after an assistant header).
+    A mismatch fails the load, naming where the two first differ."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template or "Task: Check if there is unsafe content" not in str(template):
+        return  # no template, or not a Llama Guard one (a base model's chat template)
+    policy = next(p for p in BUILTIN_POLICIES if p.id == POLICY_OF[fmt])
+    bos = str(getattr(tokenizer, "bos_token", "") or "")
+    for n in (1, 2):
+        turns = _CANARY[:n]
+        messages: list[dict[str, Any]] = [
+            {"role": "user" if t.role is Role.USER else "assistant", "content": t.content}
+            for t in turns
+        ]
+        if fmt in (PromptFormat.LG3_1B, PromptFormat.LG4):  # these take content parts
+            messages = [
+                {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+                for m in messages
+            ]
+        theirs = str(tokenizer.apply_chat_template(messages, tokenize=False))  # type: ignore[attr-defined]
+        theirs = theirs.lstrip(" ").removeprefix(bos)
+        ours = render_prompt(
+            turns, turns[-1].role, policy, fmt, with_descriptions=with_descriptions
+        )
+        if not ours.startswith(theirs) or len(ours) - len(theirs) > 2:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b),
+                min(len(ours), len(theirs)),
+            )
+            raise ValueError(
+                f"the checkpoint's chat template does not render format {fmt}'s prompt "
+                f"(policy {policy.id}): they differ at character {at}: template "
+                f"{theirs[at : at + 60]!r}, guardstream {ours[at : at + 60]!r}; set "
+                "prompt_format (and with_descriptions) to the checkpoint's generation"
+            )
+
+
 class CausalLMGuard:
     """A Llama-Guard-style causal LM behind a batch ``score`` call."""
 
@@ -84,10 +132,15 @@ class CausalLMGuard:
         tokenizer: object,
         config: ScorerConfig | None = None,
         name: str = "",
+        detected: Detected | None = None,
     ) -> None:
+        """``detected``: the checkpoint's generation; the config's format overrides
+        it, and without either the format is ``lg1``."""
         self.model = model.eval()
         self.tok = tokenizer
         self.cfg = config or ScorerConfig()
+        self.format = self.cfg.prompt_format or (detected.format if detected else PromptFormat.LG1)
+        self.default_policy_id = POLICY_OF[self.format]
         self.threshold = self.cfg.threshold_or(None)
         self.name = name
         #: Half the prompt budget in characters: a window (at most a token per
@@ -104,7 +157,7 @@ class CausalLMGuard:
         self.bos_id: int | None = tokenizer.bos_token_id  # type: ignore[attr-defined]
         pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
         self.pad_id: int = pad if pad is not None else (tokenizer.eos_token_id or 0)  # type: ignore[attr-defined]
-        self.safe_id, self.unsafe_id = answer_token_ids(tokenizer, self.cfg.prompt_format)
+        self.safe_id, self.unsafe_id = answer_token_ids(tokenizer, self.format)
         self._prefixes: dict[PrefixKey, tuple[list[int], Any]] = {}
         self._head = model.get_output_embeddings()  # type: ignore[operator]
         self._body: torch.nn.Module = model.base_model  # type: ignore[assignment]
@@ -119,10 +172,18 @@ class CausalLMGuard:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = device or pick_device()
+        checkpoint = Path(checkpoint)
         tok = AutoTokenizer.from_pretrained(str(checkpoint))
+        detected = detect(checkpoint)
+        cfg = config or ScorerConfig()
+        fmt = format_for(checkpoint, cfg.prompt_format)
+        if cfg.prompt_format is None:
+            how = f"from {detected.evidence}" if detected else "nothing in the checkpoint says"
+            log.info("%s: prompt format %s (%s)", checkpoint.name, fmt, how)
+        check_chat_template(tok, fmt, cfg.with_descriptions)
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=pick_dtype(device))
         model.to(device)  # type: ignore[arg-type]
-        return cls(model, tok, config, name=Path(checkpoint).name)
+        return cls(model, tok, cfg, name=checkpoint.name, detected=detected)
 
     # -- prompts ---------------------------------------------------------------
 
@@ -145,7 +206,7 @@ class CausalLMGuard:
             turns,
             side,
             policy,
-            self.cfg.prompt_format,
+            self.format,
             with_descriptions=self.cfg.with_descriptions,
             special_tokens=self.specials,
         )
@@ -169,7 +230,7 @@ class CausalLMGuard:
     def _prefix_ids(self, key: PrefixKey, side: Role, policy: Policy) -> list[int]:
         if key not in self._prefixes:
             text = prompt_prefix(
-                side, policy, self.cfg.prompt_format, with_descriptions=self.cfg.with_descriptions
+                side, policy, self.format, with_descriptions=self.cfg.with_descriptions
             )
             self._prefixes[key] = (self._ids(text), None)
         return self._prefixes[key][0]

@@ -114,4 +114,8 @@ def build_tiny_llama(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tok.save_pretrained(str(out_dir))
+    if answer_only_head is not None:
+        from guard.families import write_format
+
+        write_format(out_dir, answer_only_head)
     return out_dir

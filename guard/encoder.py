@@ -240,6 +240,7 @@ class EncoderHeadGuard:
         self.window_chars = encoder.view.window_chars
         self.window_threshold = max(self.threshold, encoder.view.window_threshold)
         self.sentence_views = encoder.view.sentence_views
+        self.default_policy_id = LLAMA_GUARD_1.id
 
     @classmethod
     def load(cls, checkpoint: Path | str, config: ScorerConfig | None = None) -> EncoderHeadGuard:

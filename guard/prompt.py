@@ -3,14 +3,23 @@
 The prompt has four parts (Inan et al., 2023): the unsafe-content categories,
 the task naming the side to check (``User`` for prompt classification,
 ``Agent`` for response classification), the conversation, and the output
-format. Two wrappers are supported:
+format. Each Llama Guard generation wraps them a little differently; every
+:class:`PromptFormat` renders byte for byte what that generation's official
+chat template renders (``tests/fixtures/llama_guard/``, each with its source):
 
-* ``lg1``: Llama Guard 1 / 2 style, ``[INST] ... [/INST]``;
-* ``lg3``: Llama Guard 3 style, Llama 3 chat headers.
+* ``lg1``: Llama Guard 1 (``[INST]``, O1-O6 with their descriptions);
+* ``lg2``: Llama Guard 2 (``[INST]``, S1-S11, a space after each category);
+* ``lg3``: Llama Guard 3 8B (Llama 3 chat headers, S1-S14);
+* ``lg3-1b``: Llama Guard 3 1B (the same, S1-S13, a space before ``<|eot_id|>``);
+* ``lg4``: Llama Guard 4, text only (Llama 4 headers, "according to our").
 
-The beginning-of-sequence token is *not* part of the text: the scorer adds
-the tokenizer's own BOS id. Chat content is neutralised first
-(:func:`neutralize`) so that it cannot close a block or open a new one.
+Two deliberate differences from the official renders, both before the first
+answer token: the beginning-of-sequence token is *not* part of the text (the
+scorer adds the tokenizer's own BOS id; the LG3 8B template puts a space before
+it), and the header formats end with the blank line that follows an assistant
+header (the model writes it itself otherwise, ``"\n\nsafe"``), so that the next
+token is the verdict. Chat content is neutralised first (:func:`neutralize`) so
+that it cannot close a block or open a new one.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 from guard.conversation import Role, Turn
@@ -26,7 +36,81 @@ from guard.taxonomy import Category, Policy
 
 class PromptFormat(StrEnum):
     LG1 = "lg1"
+    LG2 = "lg2"
     LG3 = "lg3"
+    LG3_1B = "lg3-1b"
+    LG4 = "lg4"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """How one Llama Guard generation writes the prompt's fixed text."""
+
+    head: str
+    according: str
+    #: After ``{code}: {name}.`` on each category line.
+    category_end: str
+    #: The official default: category descriptions in the prompt.
+    descriptions: bool
+    conversation_open: str
+    #: After each turn of the conversation.
+    turn_end: str
+    #: Whether the instruction says "ONLY THE LAST User message" (else "User").
+    last_only: bool
+    bullet: str
+    tail: str
+    #: What separates the prompt from the answer's first word.
+    answer_separator: str
+
+
+_LLAMA3_TAIL = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+TEMPLATES: dict[PromptFormat, Template] = {
+    PromptFormat.LG1: Template(
+        "[INST] ", "according our", "", True, "\n\n", "\n\n", False, "- ", " [/INST]", " "
+    ),
+    PromptFormat.LG2: Template(
+        "[INST] ", "according our", " ", False, "\n\n", "\n\n", True, " - ", " [/INST]", " "
+    ),
+    PromptFormat.LG3: Template(
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "according our",
+        "",
+        False,
+        "\n\n",
+        "\n\n",
+        True,
+        " - ",
+        _LLAMA3_TAIL,
+        "",
+    ),
+    PromptFormat.LG3_1B: Template(
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "according our",
+        "",
+        False,
+        "\n\n",
+        "\n\n",
+        True,
+        " - ",
+        " " + _LLAMA3_TAIL,
+        "",
+    ),
+    # Official, as Llama Guard 4's chat template renders it: one newline after
+    # <BEGIN CONVERSATION>, and a literal backslash-n pair after each turn.
+    PromptFormat.LG4: Template(
+        "<|header_start|>user<|header_end|>\n\n",
+        "according to our",
+        "",
+        False,
+        "\n",
+        "\\n\\n\n\n",
+        True,
+        " - ",
+        " <|eot|><|header_start|>assistant<|header_end|>\n\n",
+        "",
+    ),
+}
 
 
 _ROLE_LABEL = {Role.USER: "User", Role.AGENT: "Agent"}
@@ -104,18 +188,29 @@ def neutralize(text: str, special_tokens: Iterable[str] = ()) -> str:
     return _BLANK_RUNS.sub("\n\n", text).strip()
 
 
-def render_categories(categories: Sequence[Category], with_descriptions: bool) -> str:
+def render_categories(
+    categories: Sequence[Category],
+    with_descriptions: bool,
+    fmt: PromptFormat = PromptFormat.LG1,
+) -> str:
+    t = TEMPLATES[fmt]
     lines = []
-    for c in categories:
-        lines.append(f"{c.code}: {c.name}.")
+    for i, c in enumerate(categories):
+        # Llama Guard 1's official text has a stray space after its first name line.
+        end = " " if fmt is PromptFormat.LG1 and with_descriptions and i == 0 else t.category_end
+        lines.append(f"{c.code}: {c.name}.{end}")
         if with_descriptions and c.description:
             lines.append(c.description)
     return "\n".join(lines)
 
 
-def render_conversation(turns: Sequence[Turn], special_tokens: Iterable[str] = ()) -> str:
+def render_conversation(
+    turns: Sequence[Turn], special_tokens: Iterable[str] = (), fmt: PromptFormat = PromptFormat.LG1
+) -> str:
+    """Every turn, each followed by the format's turn separator."""
     specials = tuple(special_tokens)
-    return "\n\n".join(f"{_ROLE_LABEL[t.role]}: {neutralize(t.content, specials)}" for t in turns)
+    end = TEMPLATES[fmt].turn_end
+    return "".join(f"{_ROLE_LABEL[t.role]}: {neutralize(t.content, specials)}{end}" for t in turns)
 
 
 def prompt_prefix(
@@ -124,20 +219,23 @@ def prompt_prefix(
     fmt: PromptFormat = PromptFormat.LG1,
     *,
     categories: Sequence[Category] | None = None,
-    with_descriptions: bool = False,
+    with_descriptions: bool | None = None,
 ) -> str:
     """Everything before the conversation: the same for every turn checked for
-    ``side`` under ``policy``, so a server can compute its KV cache once."""
+    ``side`` under ``policy``, so a server can compute its KV cache once.
+    ``with_descriptions`` None: the format's official default."""
+    t = TEMPLATES[fmt]
     who = _ROLE_LABEL[side]
     cats = render_categories(
-        policy.categories if categories is None else categories, with_descriptions
+        policy.categories if categories is None else categories,
+        t.descriptions if with_descriptions is None else with_descriptions,
+        fmt,
     )
-    head = "<|start_header_id|>user<|end_header_id|>\n\n" if fmt is PromptFormat.LG3 else "[INST] "
     return (
-        f"{head}Task: Check if there is unsafe content in '{who}' messages in conversations "
-        "according our safety policy with the below categories.\n\n"
+        f"{t.head}Task: Check if there is unsafe content in '{who}' messages in conversations "
+        f"{t.according} safety policy with the below categories.\n\n"
         f"<BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}\n<END UNSAFE CONTENT CATEGORIES>\n\n"
-        "<BEGIN CONVERSATION>\n\n"
+        f"<BEGIN CONVERSATION>{t.conversation_open}"
     )
 
 
@@ -148,7 +246,7 @@ def render_prompt(
     fmt: PromptFormat = PromptFormat.LG1,
     *,
     categories: Sequence[Category] | None = None,
-    with_descriptions: bool = False,
+    with_descriptions: bool | None = None,
     special_tokens: Iterable[str] = (),
 ) -> str:
     """The full prompt whose next token is the verdict (``safe``/``unsafe``).
@@ -157,26 +255,24 @@ def render_prompt(
     shuffle categories); ``turns`` must already be validated
     (:func:`guard.conversation.check_conversation`).
     """
+    t = TEMPLATES[fmt]
     who = _ROLE_LABEL[side]
     prefix = prompt_prefix(
         side, policy, fmt, categories=categories, with_descriptions=with_descriptions
     )
-    convo = render_conversation(turns, special_tokens)
-    last = "ONLY THE LAST " if fmt is PromptFormat.LG3 else ""
-    tail = (
-        f"{convo}\n\n<END CONVERSATION>\n\n"
-        f"Provide your safety assessment for {last}{who} message in the above conversation:\n"
-        " - First line must read 'safe' or 'unsafe'.\n"
-        " - If unsafe, a second line must include a comma-separated list of violated "
-        "categories."
+    convo = render_conversation(turns, special_tokens, fmt)
+    judged = f"ONLY THE LAST {who} message" if t.last_only else who
+    return (
+        f"{prefix}{convo}<END CONVERSATION>\n\n"
+        f"Provide your safety assessment for {judged} in the above conversation:\n"
+        f"{t.bullet}First line must read 'safe' or 'unsafe'.\n"
+        f"{t.bullet}If unsafe, a second line must include a comma-separated list of violated "
+        f"categories.{t.tail}"
     )
-    if fmt is PromptFormat.LG3:
-        return f"{prefix}{tail}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-    return f"{prefix}{tail} [/INST]"
 
 
 #: What separates the prompt from the answer's first word, per format.
-ANSWER_SEPARATOR = {PromptFormat.LG1: " ", PromptFormat.LG3: ""}
+ANSWER_SEPARATOR = {fmt: t.answer_separator for fmt, t in TEMPLATES.items()}
 
 
 def render_answer(unsafe: bool, codes: Sequence[str] = ()) -> str:

@@ -60,6 +60,10 @@ class Guard(Protocol[P]):
     #: that averages over its input dilutes a short request packed between short
     #: benign sentences (:func:`guard.windows.views`).
     sentence_views: bool
+    #: The policy of a turn that names none, unless the operator sets one: the
+    #: taxonomy this model was trained with.
+    default_policy_id: str
+
     def prepare(self, req: GuardRequest) -> P:
         """Model input for ``req``; :class:`ConversationError` when it cannot fit."""
         ...
@@ -71,14 +75,16 @@ class Guard(Protocol[P]):
 
 @dataclass(frozen=True, slots=True)
 class ScorerConfig:
-    prompt_format: PromptFormat = PromptFormat.LG1
+    #: None: the checkpoint's own (:func:`guard.families.detect`), else ``lg1``.
+    prompt_format: PromptFormat | None = None
     #: None: the model's own threshold (its manifest's, else DEFAULT_THRESHOLD).
     threshold: float | None = None
     max_prompt_tokens: int = 4096
     max_batch: int = 64
     #: Budget of padded tokens per forward pass (batch x longest prompt).
     max_batch_tokens: int = 32_768
-    with_descriptions: bool = False
+    #: None: the format's official default (descriptions only in ``lg1``).
+    with_descriptions: bool | None = None
     decode_categories: bool = True
     max_answer_tokens: int = 20
     #: Compute the policy prefix's KV cache once and reuse it for every prompt.

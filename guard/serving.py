@@ -28,7 +28,7 @@ from guard.loaders import load_guard
 from guard.prompt import PromptFormat
 from guard.protocol import CHECKPOINT_ENV, INVALID_REQUEST, ItemAnswer, RawItem
 from guard.scoring import Guard, GuardRequest, GuardResult, ScorerConfig
-from guard.taxonomy import DEFAULT_POLICY_ID, Policy, PolicyRegistry
+from guard.taxonomy import Policy, PolicyRegistry
 from guard.windows import judged, sentences, views, windows
 
 #: Shortest window: below it a window that does not fit is not split again.
@@ -39,7 +39,8 @@ MIN_WINDOW_CHARS = 16
 class ServiceConfig:
     checkpoint: Path
     scorer: ScorerConfig
-    default_policy_id: str = DEFAULT_POLICY_ID
+    #: None: the model's own (:attr:`guard.scoring.Guard.default_policy_id`).
+    default_policy_id: str | None = None
     policy_dir: Path | None = None
     max_content_chars: int = 65_536
     #: Longest turn judged in one view; a longer one is also judged in windows of
@@ -111,7 +112,8 @@ class GuardService:
         self.guard = guard
         self.policies = policies
         self.cfg = config
-        policies.get(config.default_policy_id)  # fail at load time, not per request
+        self.default_policy_id = config.default_policy_id or guard.default_policy_id
+        policies.get(self.default_policy_id)  # fail at load time, not per request
 
     @classmethod
     def load(cls, config: ServiceConfig) -> GuardService:
@@ -150,7 +152,7 @@ class GuardService:
             )
         try:
             side_text = item.side.decode("utf-8").strip().lower()
-            policy_id = item.policy_id.decode("utf-8").strip() or self.cfg.default_policy_id
+            policy_id = item.policy_id.decode("utf-8").strip() or self.default_policy_id
         except UnicodeDecodeError:
             raise ConversationError("SIDE and POLICY_ID must be UTF-8") from None
         side = parse_role(side_text, "side")

@@ -102,6 +102,8 @@ def _cats(rows: Iterable[tuple[str, str, str]]) -> tuple[Category, ...]:
     return tuple(Category(code, name, desc) for code, name, desc in rows)
 
 
+#: Llama Guard 1's taxonomy with its official category descriptions (the text
+#: Llama Guard 1 was trained with; :mod:`guard.prompt` renders them in ``lg1``).
 LLAMA_GUARD_1 = Policy(
     id="llama-guard-1",
     version="1",
@@ -110,42 +112,94 @@ LLAMA_GUARD_1 = Policy(
             (
                 "O1",
                 "Violence and Hate",
-                "Should not help people plan or engage in violence, or express hateful, "
-                "demeaning or discriminatory sentiments against people based on protected "
-                "characteristics. Can discuss violence and discrimination in an informative way.",
+                "Should not\n"
+                "- Help people plan or engage in violence.\n"
+                "- Encourage people to engage in violence.\n"
+                "- Express hateful, derogatory, or demeaning sentiments against people based "
+                "on sensitive personal characteristics like their race, color, religion, "
+                "national origin, sexual orientation, gender, gender identity, or "
+                "disability.\n"
+                "- Encourage discrimination against people based on those characteristics "
+                "and should not use slurs or create insults based on those characteristics.\n"
+                "Can\n"
+                "- Provide information on violence and discrimination.\n"
+                "- Discuss the topics of hate and violence, and can discuss historical "
+                "events involving violence.",
             ),
             (
                 "O2",
                 "Sexual Content",
-                "Should not engage in sexually explicit conversations or encourage sexual "
-                "activity. Can discuss sexuality and sexual health in an educational way.",
+                "Should not\n"
+                "- Engage in sexually explicit (i.e., erotic) conversations and should not "
+                "encourage people to engage in sexual activities.\n"
+                "Can\n"
+                "- Discuss topics related to sexuality and sexual education.\n"
+                "- Provide general information regarding sexual activities.\n"
+                "- Provide guidance on topics related to sexual health.",
             ),
             (
                 "O3",
                 "Criminal Planning",
-                "Should not help people plan or carry out crimes such as theft, kidnapping, "
-                "fraud or hacking. Can explain how crimes work without a roadmap, and help "
-                "prevent them.",
+                "Should not\n"
+                "- Help people plan or engage in criminal activities like theft, kidnapping, "
+                "or financial crimes, especially when the person indicates that they may act "
+                "on the information provided to them.\n"
+                "- Encourage people to engage in criminal activities or condone criminal "
+                "behavior.\n"
+                "Can\n"
+                "- Help people understand how crimes are committed, provided that the "
+                "response is not so detailed that it could be used to provide a roadmap for "
+                "future crimes.\n"
+                "- Help people understand how systems work that are used to prevent crimes, "
+                "provided those descriptions do not provide detailed information on how to "
+                "defeat those systems.",
             ),
             (
                 "O4",
                 "Guns and Illegal Weapons",
-                "Should not help people plan or carry out firearm or illegal-weapon crimes, "
-                "or make explosives or weapons. Can discuss firearms and the arguments "
-                "around them.",
+                "Should not\n"
+                "- Assist in the planning or execution of firearm or illegal weapons crimes, "
+                "especially when the person indicates that they may act on the information "
+                "provided to them.\n"
+                "- Encourage people to engage in firearm or illegal weapons crimes or "
+                "condone such behavior.\n"
+                "Can\n"
+                "- Discuss firearms and the arguments for and against firearm ownership.",
             ),
             (
                 "O5",
                 "Regulated or Controlled Substances",
-                "Should not encourage or help the illegal production, trafficking or use "
-                "of drugs, tobacco, alcohol or cannabis. Can discuss their use and effects "
-                "in general terms.",
+                "Should not\n"
+                "- Encourage or assist people in the trafficking, consumption, or use of "
+                "regulated or controlled substances, including but not limited to illegal "
+                "drugs, tobacco, alcohol, and cannabis.\n"
+                "- Assist or encourage people to create such substances when it is illegal "
+                "to do so.\n"
+                "Can\n"
+                "- Discuss the use of regulated or controlled substances, and can provide "
+                "general information on those substances (ex: what their chemical "
+                "composition is and what their effects are).\n"
+                "- Provide information on how those substances are manufactured, provided "
+                "that the information is not so detailed as to provide step-by-step "
+                "instructions for their creation.",
             ),
             (
                 "O6",
                 "Self-Harm",
-                "Should not encourage or give methods for self-harm or suicide. Can offer "
-                "support and point to mental-health resources.",
+                "Should not\n"
+                "- Encourage people to harm themselves.\n"
+                "- Romanticize or condone self-harm or suicide.\n"
+                "- Provide information regarding the methods of suicide or self-harm.\n"
+                "- Provide any information or advice, other than information regarding "
+                "appropriate health resources, to people who express or imply that they wish "
+                "to harm themselves.\n"
+                "Can\n"
+                "- Provide general information regarding self-harm and suicide (ex: "
+                "statistics, the mental health challenges faced by those who take these "
+                "actions).\n"
+                "Should\n"
+                "- Provide information regarding appropriate health resources to people who "
+                "imply or express the desire to harm themselves.",
             ),
         ]
     ),
@@ -174,7 +228,51 @@ MLCOMMONS_HAZARDS = Policy(
     ),
 )
 
-BUILTIN_POLICIES: tuple[Policy, ...] = (LLAMA_GUARD_1, MLCOMMONS_HAZARDS)
+
+def _names(codes_and_names: str) -> tuple[Category, ...]:
+    """Categories from ``"S1 Violent Crimes; S2 ..."`` (names as the prompt writes them)."""
+    return tuple(
+        Category(*item.strip().split(" ", 1)) for item in codes_and_names.split(";") if item.strip()
+    )
+
+
+#: Llama Guard 2's categories as its official prompt names them (MLCommons draft).
+LLAMA_GUARD_2 = Policy(
+    id="llama-guard-2",
+    version="1",
+    categories=_names(
+        "S1 Violent Crimes; S2 Non-Violent Crimes; S3 Sex Crimes; S4 Child Exploitation;"
+        "S5 Specialized Advice; S6 Privacy; S7 Intellectual Property;"
+        "S8 Indiscriminate Weapons; S9 Hate; S10 Self-Harm; S11 Sexual Content"
+    ),
+)
+
+_LG3_NAMES = (
+    "S1 Violent Crimes; S2 Non-Violent Crimes; S3 Sex Crimes; S4 Child Exploitation;"
+    "S5 Defamation; S6 Specialized Advice; S7 Privacy; S8 Intellectual Property;"
+    "S9 Indiscriminate Weapons; S10 Hate; S11 Self-Harm; S12 Sexual Content; S13 Elections"
+)
+
+#: Llama Guard 3 (8B) as its official prompt names the categories; the MLCommons
+#: names (``mlcommons-hazards``) differ in three ("Sex-Related Crimes", ...).
+LLAMA_GUARD_3 = Policy(
+    id="llama-guard-3",
+    version="1",
+    categories=_names(_LG3_NAMES + "; S14 Code Interpreter Abuse"),
+)
+#: Llama Guard 3 1B: the same without S14.
+LLAMA_GUARD_3_1B = Policy(id="llama-guard-3-1b", version="1", categories=_names(_LG3_NAMES))
+#: Llama Guard 4 (text): Llama Guard 3's fourteen categories.
+LLAMA_GUARD_4 = Policy(id="llama-guard-4", version="1", categories=LLAMA_GUARD_3.categories)
+
+BUILTIN_POLICIES: tuple[Policy, ...] = (
+    LLAMA_GUARD_1,
+    LLAMA_GUARD_2,
+    LLAMA_GUARD_3,
+    LLAMA_GUARD_3_1B,
+    LLAMA_GUARD_4,
+    MLCOMMONS_HAZARDS,
+)
 
 #: The policy of a turn that names none, unless the Triton model's
 #: ``default_policy_id`` parameter says otherwise.

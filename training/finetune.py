@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from guard.causal_lm import pick_device
+from guard.families import write_format
 from guard.prompt import PromptFormat
 from guard.taxonomy import PolicyRegistry
 from training.dataset import Example
@@ -193,5 +194,6 @@ def finetune(
     final = out_dir / "model"
     model.save_pretrained(str(final))
     tok.save_pretrained(str(final))
+    write_format(final, cfg.prompt_format)
     state_path.unlink(missing_ok=True)
     return final

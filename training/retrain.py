@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guard.families import format_for
 from guard.loaders import load_guard
 from guard.serving import scorer_config
 from guard.settings import Settings
@@ -118,10 +119,10 @@ def retrain(
     scorer = scorer_config(params)
     if s.policy.threshold is not None:
         scorer = dataclasses.replace(scorer, threshold=s.policy.threshold)
-    fmt = scorer.prompt_format
     serving_v = promote.serving_version(model_dir)
     serving_ckpt = promote.checkpoint_of(model_dir, serving_v)
     base = t.base_checkpoint or serving_ckpt
+    fmt = format_for(Path(base), scorer.prompt_format)
     run_dir = t.work_dir / "runs" / f"{snap.version}-{int(time.time())}"
     candidate_ckpt = finetune(
         base,

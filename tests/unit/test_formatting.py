@@ -1,4 +1,5 @@
 import random
+import re
 
 from guard.conversation import Role, Turn
 from guard.prompt import PromptFormat
@@ -12,8 +13,9 @@ ALWAYS = 1.0
 
 
 def _cats(prompt: str) -> list[str]:
+    """The category name lines (``lg1`` also has description lines under each)."""
     block = prompt.split("<BEGIN UNSAFE CONTENT CATEGORIES>\n")[1].split("\n<END UNSAFE")[0]
-    return [line for line in block.splitlines() if line]
+    return [line.rstrip() for line in block.splitlines() if re.match(r"[A-Z]+\d+: ", line)]
 
 
 def test_plain_example_uses_the_serving_prompt_and_target() -> None:

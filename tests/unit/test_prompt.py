@@ -7,22 +7,31 @@ from guard.taxonomy import LLAMA_GUARD_1
 
 U = Role.USER
 A = Role.AGENT
+#: The wrappers' markers, of every format.
+MARKERS = ("[/INST]", "<|eot_id|>", "<|start_header_id|>", "<|eot|>", "<|header_start|>")
 
 
 def test_lg1_prompt_classification_has_the_four_parts_in_order() -> None:
     text = render_prompt((Turn(U, "How do I bake bread?"),), U, LLAMA_GUARD_1, PromptFormat.LG1)
     assert text.startswith("[INST] Task: Check if there is unsafe content in 'User' messages")
     assert text.endswith(
-        "Provide your safety assessment for User message in the above conversation:\n"
-        " - First line must read 'safe' or 'unsafe'.\n"
-        " - If unsafe, a second line must include a comma-separated list of violated "
+        "Provide your safety assessment for User in the above conversation:\n"
+        "- First line must read 'safe' or 'unsafe'.\n"
+        "- If unsafe, a second line must include a comma-separated list of violated "
         "categories. [/INST]"
     )
-    cats = text.index("<BEGIN UNSAFE CONTENT CATEGORIES>\nO1: Violence and Hate.\n")
+    # Llama Guard 1 was trained with its category descriptions: they are on by default.
+    cats = text.index(
+        "<BEGIN UNSAFE CONTENT CATEGORIES>\nO1: Violence and Hate. \nShould not\n"
+        "- Help people plan or engage in violence.\n"
+    )
     conv = text.index("<BEGIN CONVERSATION>\n\nUser: How do I bake bread?\n\n<END CONVERSATION>")
     assert cats < conv
-    assert "O6: Self-Harm.\n<END UNSAFE CONTENT CATEGORIES>" in text
-    assert "Should not" not in text  # short names only unless asked
+    short = render_prompt(
+        (Turn(U, "hi"),), U, LLAMA_GUARD_1, PromptFormat.LG1, with_descriptions=False
+    )
+    assert "O6: Self-Harm.\n<END UNSAFE CONTENT CATEGORIES>" in short
+    assert "Should not" not in short
 
 
 def test_lg3_response_classification_names_agent_and_keeps_context() -> None:
@@ -35,7 +44,7 @@ def test_lg3_response_classification_names_agent_and_keeps_context() -> None:
     assert "User: hi\n\nAgent: hello, how can I help?\n\n<END CONVERSATION>" in text
     assert "for ONLY THE LAST Agent message" in text
     assert text.endswith("categories.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
-    assert "Should not help people plan or engage in violence" in text
+    assert "Should not\n- Help people plan or engage in violence." in text
 
 
 def test_content_cannot_close_the_conversation_block_or_open_an_instruction() -> None:
@@ -46,11 +55,11 @@ def test_content_cannot_close_the_conversation_block_or_open_an_instruction() ->
     )
     for fmt in PromptFormat:
         text = render_prompt((Turn(U, attack),), U, LLAMA_GUARD_1, fmt)
+        benign = render_prompt((Turn(U, "hi"),), U, LLAMA_GUARD_1, fmt)
         assert text.count("<END CONVERSATION>") == 1
         assert text.count("<BEGIN UNSAFE CONTENT CATEGORIES>") == 1
-        assert text.count("[/INST]") == (1 if fmt is PromptFormat.LG1 else 0)
-        assert text.count("<|eot_id|>") == (1 if fmt is PromptFormat.LG3 else 0)
-        assert text.count("<|start_header_id|>") == (2 if fmt is PromptFormat.LG3 else 0)
+        for marker in MARKERS:  # only the template's own
+            assert text.count(marker) == benign.count(marker), (fmt, marker)
         assert "<s>" not in text and "<<SYS>>" not in text
 
 
@@ -104,7 +113,9 @@ def test_unicode_cannot_smuggle_markers_or_turns() -> None:
         for attack in attacks:
             text = _as_a_reader_sees_it(render_prompt((Turn(U, attack),), U, LLAMA_GUARD_1, fmt))
             assert text.count("<END CONVERSATION>") == 1, attack
-            assert text.count("[/INST]") == (1 if fmt is PromptFormat.LG1 else 0), attack
+            assert text.count("[/INST]") == (
+                1 if fmt in (PromptFormat.LG1, PromptFormat.LG2) else 0
+            ), attack
             assert "\nAgent: sure" not in text and "\nUser: sure" not in text, attack
 
 

@@ -92,7 +92,9 @@ def test_oldest_context_is_dropped_to_fit_and_too_long_is_an_error(tiny_lg1: Pat
 def test_a_response_check_keeps_the_end_of_a_user_turn_too_long_to_fit(tiny_lg1: Path) -> None:
     question = "filler " * 600 + "so how do I pick the lock?"
     turns = (Turn(Role.USER, question), Turn(Role.AGENT, "short answer"))
-    guard = CausalLMGuard.load(tiny_lg1, ScorerConfig(max_prompt_tokens=400))
+    guard = CausalLMGuard.load(
+        tiny_lg1, ScorerConfig(max_prompt_tokens=400, with_descriptions=False)
+    )
     text = guard.tok.decode(guard.encode(GuardRequest(turns, Role.AGENT, LLAMA_GUARD_1)))
     assert "short answer" in text and "so how do I pick the lock?" in text
     assert text.count("filler") < 600

@@ -143,6 +143,7 @@ class CharLimitGuard:
     name = "fake"
     threshold = 0.5
     window_threshold = 0.5
+    default_policy_id = "llama-guard-1"
 
     def __init__(self, window_chars: int, fits: int, sentence_views: bool = False) -> None:
         self.window_chars = window_chars
