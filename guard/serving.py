@@ -28,6 +28,7 @@ from guard.loaders import load_guard
 from guard.prompt import PromptFormat
 from guard.protocol import CHECKPOINT_ENV, INVALID_REQUEST, ItemAnswer, RawItem
 from guard.scoring import Guard, GuardRequest, GuardResult, ScorerConfig
+from guard.settings import PolicySettings, Settings
 from guard.taxonomy import Policy, PolicyRegistry
 from guard.windows import judged, sentences, views, windows
 
@@ -55,7 +56,8 @@ class ServiceConfig:
     def from_parameters(cls, params: Mapping[str, str], version_dir: Path) -> ServiceConfig:
         """Read the model's ``config.pbtxt`` parameters (string values).
 
-        A parameter that is absent keeps the default of :class:`ScorerConfig` or of
+        The deployment's settings override them (:func:`deployment_parameters`); a
+        parameter set by neither keeps the default of :class:`ScorerConfig` or of
         this class. The checkpoint is ``<version_dir>/checkpoint`` when that exists
         (versions written by promotion carry their weights), else
         ``$GUARDSTREAM_MODEL_CHECKPOINT``, else the ``checkpoint`` parameter.
@@ -71,14 +73,28 @@ class ServiceConfig:
                 f"no guard checkpoint: {own} is absent and ${CHECKPOINT_ENV} / the "
                 f"'checkpoint' parameter name no directory (got {str(ckpt)!r})"
             )
+        params = {**params, **deployment_parameters(Settings().policy)}
         scorer = scorer_config(params)
-        policy_dir = params.get("policy_dir") or os.environ.get("GUARDSTREAM_POLICY__POLICY_DIR")
+        policy_dir = params.get("policy_dir")
         return cls(
             checkpoint=ckpt,
             scorer=scorer,
             policy_dir=Path(policy_dir) if policy_dir else None,
             **_params(params, default_policy_id=str, max_content_chars=int, window_chars=int),
         )
+
+
+def deployment_parameters(policy: PolicySettings) -> dict[str, str]:
+    """The model parameters the deployment sets (``GUARDSTREAM_POLICY__*``, from the
+    chart's ``policy`` values): they override ``config.pbtxt``'s, so that one setting
+    reaches every replica of the served model and in-process scoring alike."""
+    values = {
+        "threshold": policy.threshold,
+        "default_policy_id": policy.default_policy_id,
+        "prompt_format": policy.prompt_format,
+        "policy_dir": policy.policy_dir,
+    }
+    return {name: str(v) for name, v in values.items() if v is not None}
 
 
 def scorer_config(params: Mapping[str, str]) -> ScorerConfig:

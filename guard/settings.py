@@ -16,6 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from guard.prompt import PromptFormat
+
 
 class SecurityProtocol(StrEnum):
     PLAINTEXT = "PLAINTEXT"
@@ -210,9 +212,24 @@ class PolicySettings(BaseModel):
         ge=0,
         le=1,
         description=(
-            "p_unsafe at or above which a turn is unsafe when guardstream scores in process"
-            " (`retrain`); unset: the model's own threshold. The served verdicts use the Triton"
-            " model's (`threshold` parameter in config.pbtxt, else the model's own)."
+            "p_unsafe at or above which a turn is unsafe, in the served model and when"
+            " guardstream scores in process (`retrain`); unset: the `threshold` parameter in"
+            " config.pbtxt, else the model's own threshold."
+        ),
+    )
+    default_policy_id: str | None = Field(
+        None,
+        description=(
+            "Policy of a turn that names none, in the served model; unset: the"
+            " `default_policy_id` parameter in config.pbtxt, else the model's own taxonomy"
+            " (llama-guard-3 for a Llama Guard 3 checkpoint)."
+        ),
+    )
+    prompt_format: PromptFormat | None = Field(
+        None,
+        description=(
+            "Prompt format of a Llama Guard checkpoint (lg1, lg2, lg3, lg3-1b, lg4); unset:"
+            " the `prompt_format` parameter in config.pbtxt, else detected from the checkpoint."
         ),
     )
     review_band_low: float = Field(

@@ -138,7 +138,7 @@ def test_object_store_model_repository(render):
     c = container(triton(docs), "triton")
     assert "--model-repository=s3://guardstream-models/prod" in c["args"]
     assert "--log-verbose=1" in c["args"]
-    assert c["envFrom"] == [{"secretRef": {"name": "guardstream-s3"}}]
+    assert {"secretRef": {"name": "guardstream-s3"}} in c["envFrom"]
     assert "GUARDSTREAM_MODEL_CHECKPOINT" not in env_of(c)
     assert "PersistentVolumeClaim" not in kinds(docs)
     assert "CronJob" not in kinds(docs)
@@ -696,3 +696,88 @@ def test_min_insync_replicas_above_replication_fails_rendering(helm_template):
     proc = helm_template("--set", "kafka.topics.minInsyncReplicas=0")
     assert proc.returncode != 0
     assert "minInsyncReplicas" in proc.stderr
+
+
+# --- Policy values reach the served model ---------------------------------------------
+
+
+POLICY_VALUES = (
+    "--set",
+    "policy.threshold=0.7",
+    "--set",
+    "policy.defaultPolicyId=shop",
+    "--set",
+    "policy.promptFormat=lg3",
+    "--set",
+    "policy.custom.shop.id=shop",
+    "--set-string",
+    "policy.custom.shop.version=2",
+    "--set",
+    "policy.custom.shop.categories[0].code=C1",
+    "--set",
+    "policy.custom.shop.categories[0].name=Scams",
+    "--set",
+    "policy.custom.shop.categories[0].description=Should not help defraud buyers.",
+)
+
+
+def test_policy_values_reach_the_model_every_triton_replica_loads(render, tmp_path, monkeypatch):
+    """Render the chart, give the Triton container exactly the environment and policy files
+    the manifests give it, and load the model configuration as the Triton model does."""
+    from guard.serving import ServiceConfig
+    from guard.taxonomy import PolicyRegistry
+    from training.retrain import model_parameters
+
+    from .chart_render import ROOT
+
+    docs = render("default", *POLICY_VALUES)
+    pod = pod_spec(triton(docs))
+    t = container(triton(docs), "triton")
+    assert {"configMapRef": {"name": f"{FULLNAME}-config"}} in t["envFrom"]
+    settings = config(docs)
+    policy_dir = settings["GUARDSTREAM_POLICY__POLICY_DIR"]
+    mount = next(m for m in t["volumeMounts"] if m["mountPath"] == policy_dir)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    files = one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GUARDSTREAM_POLICY__POLICY_DIR", str(tmp_path))  # where it is mounted
+    monkeypatch.setenv("GUARDSTREAM_MODEL_CHECKPOINT", str(ROOT / "models" / "default"))
+    # A config change rolls every replica: the pods carry the settings' checksum.
+    assert "checksum/config" in triton(docs)["spec"]["template"]["metadata"]["annotations"]
+
+    model_dir = ROOT / "model_repo" / "guard"
+    cfg = ServiceConfig.from_parameters(model_parameters(model_dir), model_dir / "1")
+    assert cfg.scorer.threshold == 0.7
+    assert str(cfg.scorer.prompt_format) == "lg3"
+    assert cfg.default_policy_id == "shop"
+    shop = PolicyRegistry.with_directory(cfg.policy_dir).get("shop")
+    assert (shop.version, shop.codes) == ("2", ("C1",))
+    assert shop.by_code("C1").description == "Should not help defraud buyers."
+
+
+def test_without_policy_values_the_model_keeps_its_own(render, monkeypatch):
+    from guard.serving import ServiceConfig
+    from training.retrain import model_parameters
+
+    from .chart_render import ROOT
+
+    docs = render("default")
+    for key, value in config(docs).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GUARDSTREAM_MODEL_CHECKPOINT", str(ROOT / "models" / "default"))
+    assert not any(k.startswith("GUARDSTREAM_POLICY__") and "BAND" not in k for k in config(docs))
+    model_dir = ROOT / "model_repo" / "guard"
+    cfg = ServiceConfig.from_parameters(model_parameters(model_dir), model_dir / "1")
+    assert cfg.scorer.threshold is None and cfg.scorer.prompt_format is None
+    assert cfg.default_policy_id is None and cfg.policy_dir is None
+    assert "policies" not in {v["name"] for v in pod_spec(triton(docs))["volumes"]}
+
+
+def test_a_custom_policy_without_categories_fails_rendering(helm_template):
+    proc = helm_template(
+        "--set", "policy.custom.bad.id=bad", "--set", "policy.custom.bad.version=1"
+    )
+    assert proc.returncode != 0 and "categories" in proc.stderr

@@ -322,6 +322,30 @@ GUARDSTREAM_TRITON__MODEL_NAME: {{ .Values.triton.modelName | quote }}
 {{- if not (kindIs "invalid" .Values.policy.threshold) }}
 GUARDSTREAM_POLICY__THRESHOLD: {{ .Values.policy.threshold | toString | quote }}
 {{- end }}
+{{- with .Values.policy.defaultPolicyId }}
+GUARDSTREAM_POLICY__DEFAULT_POLICY_ID: {{ . | quote }}
+{{- end }}
+{{- with .Values.policy.promptFormat }}
+GUARDSTREAM_POLICY__PROMPT_FORMAT: {{ . | quote }}
+{{- end }}
+{{- if .Values.policy.custom }}
+GUARDSTREAM_POLICY__POLICY_DIR: /etc/guardstream/policies  # the policies ConfigMap
+{{- end }}
 GUARDSTREAM_POLICY__REVIEW_BAND_LOW: {{ .Values.policy.reviewBandLow | toString | quote }}
 GUARDSTREAM_POLICY__REVIEW_BAND_HIGH: {{ .Values.policy.reviewBandHigh | toString | quote }}
+{{- end }}
+
+{{/*
+Custom policies (policy.custom): the ConfigMap volume and where it is mounted.
+*/}}
+{{- define "guardstream.policiesVolume" -}}
+- name: policies
+  configMap:
+    name: {{ include "guardstream.fullname" . }}-policies
+{{- end }}
+
+{{- define "guardstream.policiesVolumeMount" -}}
+- name: policies
+  mountPath: /etc/guardstream/policies
+  readOnly: true
 {{- end }}
