@@ -9,12 +9,14 @@ other requests in the same batch are answered normally.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guard.canary import canary_turns, problems, warnings
 from guard.conversation import (
     ConversationError,
     Role,
@@ -32,6 +34,8 @@ from guard.settings import PolicySettings, Settings
 from guard.taxonomy import Policy, PolicyRegistry
 from guard.windows import judged, sentences, views, windows
 
+log = logging.getLogger(__name__)
+
 #: Shortest window: below it a window that does not fit is not split again.
 MIN_WINDOW_CHARS = 16
 
@@ -47,6 +51,9 @@ class ServiceConfig:
     #: Longest turn judged in one view; a longer one is also judged in windows of
     #: this many characters (:mod:`guard.windows`). None: the model's own size.
     window_chars: int | None = None
+    #: Score the canary turns at load and refuse a model that fails them
+    #: (:mod:`guard.canary`).
+    canary: bool = True
 
     def __post_init__(self) -> None:
         if self.window_chars is not None and self.window_chars < MIN_WINDOW_CHARS:
@@ -80,7 +87,9 @@ class ServiceConfig:
             checkpoint=ckpt,
             scorer=scorer,
             policy_dir=Path(policy_dir) if policy_dir else None,
-            **_params(params, default_policy_id=str, max_content_chars=int, window_chars=int),
+            **_params(
+                params, default_policy_id=str, max_content_chars=int, window_chars=int, canary=_flag
+            ),
         )
 
 
@@ -134,7 +143,34 @@ class GuardService:
     @classmethod
     def load(cls, config: ServiceConfig) -> GuardService:
         guard = load_guard(config.checkpoint, config.scorer)
-        return cls(guard, PolicyRegistry.with_directory(config.policy_dir), config)
+        service = cls(guard, PolicyRegistry.with_directory(config.policy_dir), config)
+        if config.canary:
+            service.self_check()
+        return service
+
+    def self_check(self) -> None:
+        """Score the canary turns under the default policy; raise ``RuntimeError``
+        naming the likely cause when the results are unservable."""
+        policy = self.policies.get(self.default_policy_id)
+        results = self.guard.score(
+            [GuardRequest(turns, Role.USER, policy) for turns in canary_turns()]
+        )
+        found = problems(results)
+        fmt = getattr(self.guard, "format", None)
+        if found:
+            hint = (
+                f"the checkpoint is prompted in format {fmt} with policy {policy.id}: if it is "
+                "another Llama Guard generation, set prompt_format "
+                "(GUARDSTREAM_POLICY__PROMPT_FORMAT)"
+                if fmt is not None
+                else f"policy {policy.id}"
+            )
+            raise RuntimeError(
+                f"{self.cfg.checkpoint}: the model failed its self-check at load: "
+                f"{'; '.join(found)}. Likely cause: {hint}."
+            )
+        for warning in warnings(results):
+            log.warning("%s: self-check at load: %s", self.cfg.checkpoint, warning)
 
     def handle(self, requests: Sequence[Sequence[RawItem]]) -> list[list[ItemAnswer] | str]:
         """One answer list, or one error string, per request, in order."""
