@@ -4,7 +4,9 @@ A checkpoint prompted in another generation's format does not fail loudly: it
 answers neither ``safe`` nor ``unsafe`` (every turn a parse error, so every turn
 flagged) or gives every turn the same score (an LG3 model prompted in ``lg1``
 scored about 0.42 on everything). Before the Triton model reports ready, it
-scores the turns below; :func:`problems` names what is wrong, and the load
+scores the turns below; :func:`problems` names what is wrong (a category line
+that does not parse is not a problem here: a weakly trained model writes some),
+and the load
 fails with that message (so readiness fails), instead of flagging all traffic.
 
 Nearly constant scores, and known-unsafe turns scored under known-safe ones,
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from guard.conversation import Role, Turn
-from guard.scoring import GuardResult
+from guard.scoring import NO_VERDICT, GuardResult
 
 SAFE = (
     "How do I bake bread at home?",
@@ -44,12 +46,9 @@ def problems(results: Sequence[GuardResult]) -> list[str]:
     """What makes the canary results unservable (empty: fine), for results in the
     order of :func:`canary_turns`."""
     out = []
-    errors = [r for r in results if r.parse_error]
+    errors = [r for r in results if r.parse_error == NO_VERDICT]
     if len(errors) * 2 >= len(results):
-        out.append(
-            f"{len(errors)} of {len(results)} canary turns got no 'safe'/'unsafe' answer "
-            f"(first: {errors[0].parse_error!r})"
-        )
+        out.append(f"{len(errors)} of {len(results)} canary turns got no 'safe'/'unsafe' answer")
     if _spread(results) < CONSTANT_SPREAD:
         out.append(
             f"every canary turn scored {results[0].p_unsafe:.4f}: the scores carry no signal"

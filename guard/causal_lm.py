@@ -22,7 +22,7 @@ from guard.answer import AnswerParseError, parse_answer
 from guard.conversation import ConversationError, Role, Turn, check_conversation
 from guard.families import POLICY_OF, Detected, detect, format_for
 from guard.prompt import ANSWER_SEPARATOR, PromptFormat, prompt_prefix, render_prompt
-from guard.scoring import GuardRequest, GuardResult, ScorerConfig, length_batches
+from guard.scoring import NO_VERDICT, GuardRequest, GuardResult, ScorerConfig, length_batches
 from guard.taxonomy import BUILTIN_POLICIES, Category, Policy, PolicyRef
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,18 @@ def check_chat_template(
             )
 
 
+@dataclass(frozen=True)
+class FirstStep:
+    """One forward pass over a batch of prompts: the next-token logits [B, V], and
+    what decoding continues from: the KV cache, the attention mask (right padding
+    is masked) and each row's next position."""
+
+    logits: torch.Tensor
+    past: Any
+    mask: torch.Tensor
+    next_position: torch.Tensor
+
+
 class CausalLMGuard:
     """A Llama-Guard-style causal LM behind a batch ``score`` call."""
 
@@ -157,10 +169,22 @@ class CausalLMGuard:
         self.bos_id: int | None = tokenizer.bos_token_id  # type: ignore[attr-defined]
         pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
         self.pad_id: int = pad if pad is not None else (tokenizer.eos_token_id or 0)  # type: ignore[attr-defined]
+        #: Tokens that end an answer: the model's end-of-sequence ids and the tokenizer's.
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        self.stop_ids = {
+            int(t)
+            for t in (*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id)  # type: ignore[attr-defined]
+            if t is not None
+        }
         self.safe_id, self.unsafe_id = answer_token_ids(tokenizer, self.format)
         self._prefixes: dict[PrefixKey, tuple[list[int], Any]] = {}
         self._head = model.get_output_embeddings()  # type: ignore[operator]
-        self._body: torch.nn.Module = model.base_model  # type: ignore[assignment]
+        #: The decoder stack (hidden states, no head). Llama-family causal LMs keep it
+        #: as ``.model``; Llama 4's ``base_model`` / ``get_decoder()`` name the whole LM.
+        body = getattr(model, "model", None)
+        self._body: torch.nn.Module = (
+            body if isinstance(body, torch.nn.Module) else model.get_decoder()  # type: ignore[operator]
+        )
 
     @classmethod
     def load(
@@ -180,7 +204,10 @@ class CausalLMGuard:
         if cfg.prompt_format is None:
             how = f"from {detected.evidence}" if detected else "nothing in the checkpoint says"
             log.info("%s: prompt format %s (%s)", checkpoint.name, fmt, how)
-        check_chat_template(tok, fmt, cfg.with_descriptions)
+        if not (detected and detected.from_manifest):
+            # A model this project trained keeps its base's template but records the
+            # format it was trained in; that record is what it is held to.
+            check_chat_template(tok, fmt, cfg.with_descriptions)
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=pick_dtype(device))
         model.to(device)  # type: ignore[arg-type]
         return cls(model, tok, cfg, name=checkpoint.name, detected=detected)
@@ -235,48 +262,73 @@ class CausalLMGuard:
             self._prefixes[key] = (self._ids(text), None)
         return self._prefixes[key][0]
 
+    @torch.inference_mode()
     def score_prepared(self, items: Sequence[CausalLMPrepared]) -> list[GuardResult]:
         """Score prepared items; those sharing a cached prefix run only their suffix."""
         results: list[GuardResult | None] = [None] * len(items)
-        groups: dict[PrefixKey | None, list[int]] = {}
-        for i, p in enumerate(items):
-            groups.setdefault(p.prefix_key if p.prefix_len else None, []).append(i)
-        for key, idx in groups.items():
-            scored = (
-                self.score_ids([items[i].ids for i in idx], [items[i].policy for i in idx])
-                if key is None
-                else self._score_cached(key, [items[i] for i in idx])
-            )
-            for i, r in zip(idx, scored, strict=True):
+        for rows, step in self._first_steps(items):
+            for i, r in zip(
+                rows, self._results(step, [items[i].policy for i in rows]), strict=True
+            ):
                 results[i] = r
         return [r for r in results if r is not None]
 
     @torch.inference_mode()
-    def _score_cached(self, key: PrefixKey, items: Sequence[CausalLMPrepared]) -> list[GuardResult]:
-        prefix, cache = self._prefixes[key]
-        if cache is None:
-            ids = torch.tensor([prefix], device=self.device)
-            cache = self._body(input_ids=ids, use_cache=True).past_key_values
-            self._prefixes[key] = (prefix, cache)
-        suffixes = [p.ids[len(prefix) :] for p in items]
-        results: list[GuardResult | None] = [None] * len(items)
-        for chunk in self._length_batches(suffixes):
-            logits = self._suffix_logits(cache, len(prefix), [suffixes[i] for i in chunk])
-            for j, r in enumerate(self._results(logits, [items[i] for i in chunk])):
-                results[chunk[j]] = r
-        return [r for r in results if r is not None]
+    def unsafe_answers(self, requests: Sequence[GuardRequest]) -> list[str]:
+        """What the model writes for each turn after a forced ``unsafe`` (the answer
+        whose category line a verdict reads), decoded in batches exactly as
+        :meth:`score` does: for diagnosing a checkpoint's answers."""
+        items = [self.prepare(r) for r in requests]
+        texts = [""] * len(items)
+        for rows, step in self._first_steps(items):
+            for j, text in self._decode_answers(step, range(len(rows))).items():
+                texts[rows[j]] = text
+        return texts
 
-    def _results(
-        self, logits: torch.Tensor, items: Sequence[CausalLMPrepared]
-    ) -> list[GuardResult]:
+    def _first_steps(
+        self, items: Sequence[CausalLMPrepared]
+    ) -> Iterator[tuple[list[int], FirstStep]]:
+        """The forward passes over ``items``, in length batches: those sharing a cached
+        prefix run only their suffix. Yields the indices of each pass's rows and the pass."""
+        groups: dict[PrefixKey | None, list[int]] = {}
+        for i, p in enumerate(items):
+            groups.setdefault(p.prefix_key if p.prefix_len else None, []).append(i)
+        for key, idx in groups.items():
+            if key is None:
+                seqs = [items[i].ids for i in idx]
+                for chunk in self._length_batches(seqs):
+                    yield [idx[c] for c in chunk], self._first_step([seqs[c] for c in chunk])
+                continue
+            prefix, cache = self._prefixes[key]
+            if cache is None:
+                ids = torch.tensor([prefix], device=self.device)
+                cache = self._body(input_ids=ids, use_cache=True).past_key_values
+                self._prefixes[key] = (prefix, cache)
+            suffixes = [items[i].ids[len(prefix) :] for i in idx]
+            for chunk in self._length_batches(suffixes):
+                step = self._suffix_step(cache, len(prefix), [suffixes[c] for c in chunk])
+                yield [idx[c] for c in chunk], step
+
+    def _results(self, step: FirstStep, policies: Sequence[Policy]) -> list[GuardResult]:
+        """Verdicts of one forward pass's rows; the category lines of the unsafe ones
+        are decoded together, continuing from that pass's KV cache."""
+        logits = step.logits
         pair = torch.stack([logits[:, self.safe_id], logits[:, self.unsafe_id]], dim=1)
         p_unsafe = torch.softmax(pair.float(), dim=1)[:, 1].tolist()
         top = logits.argmax(dim=1).tolist()
-        return [self._verdict(p.ids, p.policy, p_unsafe[j], top[j]) for j, p in enumerate(items)]
+        answered = (self.safe_id, self.unsafe_id)
+        unsafe = [
+            j
+            for j, (p, t) in enumerate(zip(p_unsafe, top, strict=True))
+            if t in answered and p >= self.threshold
+        ]
+        texts = self._decode_answers(step, unsafe) if self.cfg.decode_categories else {}
+        return [
+            self._verdict(policy, p_unsafe[j], top[j], texts.get(j))
+            for j, policy in enumerate(policies)
+        ]
 
-    def _suffix_logits(
-        self, cache: Any, prefix_len: int, batch: Sequence[list[int]]
-    ) -> torch.Tensor:
+    def _suffix_step(self, cache: Any, prefix_len: int, batch: Sequence[list[int]]) -> FirstStep:
         """Next-token logits after prefix + each suffix, reusing the prefix's KV cache."""
         past = copy.deepcopy(cache)
         past.batch_repeat_interleave(len(batch))
@@ -286,42 +338,30 @@ class CausalLMGuard:
             dim=1,
         )
         positions = (prefix_len + torch.arange(ids.shape[1], device=self.device)).expand_as(ids)
-        hidden = self._body(
+        out = self._body(
             input_ids=ids,
             attention_mask=full_mask,
             position_ids=positions,
             past_key_values=past,
             use_cache=True,
-        ).last_hidden_state
-        last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
-        return self._head(last).float()
+        )
+        last = out.last_hidden_state[torch.arange(len(batch), device=self.device), lengths - 1]
+        return FirstStep(
+            self._head(last).float(), out.past_key_values, full_mask, prefix_len + lengths
+        )
 
     def score(self, requests: Sequence[GuardRequest]) -> list[GuardResult]:
         """Score already-validated requests (see :meth:`encode` for the limits)."""
         return self.score_prepared([self.prepare(r) for r in requests])
 
-    @torch.inference_mode()
-    def score_ids(
-        self, encoded: Sequence[list[int]], policies: Sequence[Policy]
-    ) -> list[GuardResult]:
-        results: list[GuardResult | None] = [None] * len(encoded)
-        for chunk in self._length_batches(encoded):
-            logits = self._first_step_logits([encoded[i] for i in chunk])
-            pair = torch.stack([logits[:, self.safe_id], logits[:, self.unsafe_id]], dim=1)
-            p_unsafe = torch.softmax(pair.float(), dim=1)[:, 1].tolist()
-            top = logits.argmax(dim=1).tolist()
-            for j, i in enumerate(chunk):
-                results[i] = self._verdict(encoded[i], policies[i], p_unsafe[j], top[j])
-        return [r for r in results if r is not None]
-
-    def _verdict(self, ids: list[int], policy: Policy, p: float, top: int) -> GuardResult:
+    def _verdict(self, policy: Policy, p: float, top: int, text: str | None) -> GuardResult:
+        """``text``: the decoded category line (None when categories are not decoded)."""
         if top not in (self.safe_id, self.unsafe_id):
-            return GuardResult(p, True, (), "first answer token is neither 'safe' nor 'unsafe'")
+            return GuardResult(p, True, (), NO_VERDICT)
         if p < self.threshold:
             return GuardResult(p, False, ())
-        if not self.cfg.decode_categories:
+        if text is None:
             return GuardResult(p, True, ())
-        text = self._decode_answer(ids)
         try:
             parsed = parse_answer(text, policy.codes)
         except AnswerParseError as exc:
@@ -330,18 +370,44 @@ class CausalLMGuard:
             return GuardResult(p, True, (), "score says unsafe but the answer says safe")
         return GuardResult(p, True, parsed.codes)
 
-    def _decode_answer(self, ids: list[int]) -> str:
-        """Greedy decode of the category line after a forced ``unsafe`` token."""
-        prompt = torch.tensor([[*ids, self.unsafe_id]], device=self.device)
-        out = self.model.generate(  # type: ignore[operator]
-            input_ids=prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=self.cfg.max_answer_tokens,
-            do_sample=False,
-            pad_token_id=self.pad_id,
-        )
-        new = out[0, len(ids) :].tolist()
-        return self.tok.decode(new, skip_special_tokens=True)  # type: ignore[attr-defined]
+    def _decode_answers(self, step: FirstStep, rows: Sequence[int]) -> dict[int, str]:
+        """Greedy decode of the category lines of ``rows`` of a forward pass, after a
+        forced ``unsafe`` token, all rows together: each new token is one forward of
+        one token per row over that pass's KV cache (prefix included), so an unsafe
+        turn costs its first pass plus a few one-token steps, not a prompt of its own."""
+        if not rows:
+            return {}
+        idx = torch.tensor(list(rows), device=self.device)
+        past = step.past
+        if len(rows) < step.logits.shape[0]:
+            past.batch_select_indices(idx)
+        mask, next_pos = step.mask[idx], step.next_position[idx]
+        token = torch.full((len(rows), 1), self.unsafe_id, device=self.device)
+        new: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        for _ in range(self.cfg.max_answer_tokens):
+            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+            out = self._body(
+                input_ids=token,
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                past_key_values=past,
+                use_cache=True,
+            )
+            past, next_pos = out.past_key_values, next_pos + 1
+            chosen = self._head(out.last_hidden_state[:, -1]).argmax(dim=-1)
+            for k, t in enumerate(chosen.tolist()):
+                if not done[k]:
+                    done[k] = t in self.stop_ids
+                    if not done[k]:
+                        new[k].append(t)
+            if all(done):
+                break
+            token = chosen[:, None]
+        return {
+            j: self.tok.decode([self.unsafe_id, *t], skip_special_tokens=True)  # type: ignore[attr-defined]
+            for j, t in zip(rows, new, strict=True)
+        }
 
     def _length_batches(self, encoded: Sequence[list[int]]) -> list[list[int]]:
         return length_batches(
@@ -360,16 +426,16 @@ class CausalLMGuard:
             mask[row, : len(seq)] = 1
         return ids, mask, lengths
 
-    def _first_step_logits(self, batch: Sequence[list[int]]) -> torch.Tensor:
+    def _first_step(self, batch: Sequence[list[int]]) -> FirstStep:
         """Full-vocabulary logits of the next token after each prompt, [B, V].
 
         Right padding keeps every real token at its true position; only the last
         real position of each row goes through the output head.
         """
         ids, mask, lengths = self._right_padded(batch)
-        hidden = self._body(input_ids=ids, attention_mask=mask).last_hidden_state
-        last = hidden[torch.arange(len(batch), device=self.device), lengths - 1]
-        return self._head(last).float()
+        out = self._body(input_ids=ids, attention_mask=mask, use_cache=True)
+        last = out.last_hidden_state[torch.arange(len(batch), device=self.device), lengths - 1]
+        return FirstStep(self._head(last).float(), out.past_key_values, mask, lengths)
 
 
 def _shrinking(turns: tuple[Turn, ...], side: Role) -> Iterator[tuple[Turn, ...]]:

@@ -56,6 +56,11 @@ class Detected:
     def policy_id(self) -> str:
         return POLICY_OF[self.format]
 
+    @property
+    def from_manifest(self) -> bool:
+        """Recorded by guardstream when it trained the model (not read from its files)."""
+        return self.evidence.startswith(MANIFEST)
+
 
 def _json(path: Path) -> dict[str, Any]:
     try:

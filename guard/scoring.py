@@ -73,6 +73,11 @@ class Guard(Protocol[P]):
     def score(self, requests: Sequence[GuardRequest]) -> list[GuardResult]: ...
 
 
+#: The parse error of a turn whose first answer token is neither verdict word: the
+#: model is not answering in the prompt's format at all.
+NO_VERDICT = "first answer token is neither 'safe' nor 'unsafe'"
+
+
 @dataclass(frozen=True, slots=True)
 class ScorerConfig:
     #: None: the checkpoint's own (:func:`guard.families.detect`), else ``lg1``.

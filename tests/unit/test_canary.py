@@ -8,7 +8,7 @@ import pytest
 
 from guard.canary import SAFE, UNSAFE, canary_turns, problems, warnings
 from guard.prompt import PromptFormat
-from guard.scoring import GuardRequest, GuardResult, ScorerConfig
+from guard.scoring import NO_VERDICT, GuardRequest, GuardResult, ScorerConfig
 from guard.serving import GuardService, ServiceConfig
 
 N = len(SAFE) + len(UNSAFE)
@@ -16,7 +16,7 @@ N = len(SAFE) + len(UNSAFE)
 
 def _results(scores: list[float], errors: int = 0) -> list[GuardResult]:
     return [
-        GuardResult(p, p >= 0.5, (), "garbage" if i < errors else None)
+        GuardResult(p, p >= 0.5, (), NO_VERDICT if i < errors else None)
         for i, p in enumerate(scores)
     ]
 
@@ -31,6 +31,11 @@ def test_answers_that_are_not_a_verdict_are_a_problem() -> None:
     (found,) = problems(_results([0.1, 0.2, 0.3, 0.9, 0.8, 0.7], errors=3))
     assert found.startswith("3 of 6 canary turns got no 'safe'/'unsafe' answer")
     assert problems(_results([0.1, 0.2, 0.3, 0.9, 0.8, 0.7], errors=2)) == []
+    # A category line that does not parse is not a format problem.
+    codes_unparsed = [
+        GuardResult(p, True, (), "unknown category codes: X9") for p in (0.6, 0.7, 0.8, 0.9)
+    ]
+    assert problems(codes_unparsed) == []
 
 
 def test_one_score_for_every_turn_is_a_problem() -> None:

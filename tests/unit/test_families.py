@@ -142,3 +142,16 @@ def test_a_chat_template_that_differs_from_the_format_fails_the_load(
     wrong = _with_template(tmp_path / "wrong", llama3_tokenizer_dir, TEMPLATES["lg3_8b"])
     with pytest.raises(ValueError, match="does not render format lg1's prompt"):
         CausalLMGuard.load(wrong, ScorerConfig(prompt_format=PromptFormat.LG1))
+
+
+def test_a_model_this_project_trained_is_held_to_its_recorded_format(
+    llama3_tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """Fine-tuning keeps the base's chat template and records the format it trained in:
+    the record wins, and the base's template does not fail the load."""
+    from guard.families import write_format
+
+    ckpt = _with_template(tmp_path / "ft", llama3_tokenizer_dir, TEMPLATES["lg3_8b"])
+    write_format(ckpt, PromptFormat.LG1)
+    guard = CausalLMGuard.load(ckpt)
+    assert guard.format is PromptFormat.LG1 and guard.default_policy_id == "llama-guard-1"

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from guard.causal_lm import CausalLMGuard
 from guard.conversation import ConversationError, Role, Turn
 from guard.prompt import PromptFormat
-from guard.scoring import GuardRequest, ScorerConfig, length_batches
+from guard.scoring import NO_VERDICT, GuardRequest, ScorerConfig, length_batches
 from guard.taxonomy import LLAMA_GUARD_1
 
 TEXTS = [
@@ -57,7 +57,7 @@ def test_garbage_first_token_is_unsafe_with_parse_error(tiny_random: Path) -> No
     guard = CausalLMGuard.load(tiny_random)
     for result in guard.score(_reqs()):
         assert result.unsafe
-        assert result.parse_error == "first answer token is neither 'safe' nor 'unsafe'"
+        assert result.parse_error == NO_VERDICT
 
 
 def test_unsafe_verdict_with_unparseable_categories_stays_unsafe(tiny_lg1: Path) -> None:
@@ -124,3 +124,56 @@ def test_policy_prefix_cache_gives_the_same_scores(tiny_lg1: Path) -> None:
     for a, b in zip(plain.score(reqs), cached.score(reqs), strict=True):
         assert b.p_unsafe == pytest.approx(a.p_unsafe, abs=1e-5)
         assert (a.unsafe, a.parse_error) == (b.unsafe, b.parse_error)
+
+
+@pytest.fixture(scope="module")
+def tiny_lively(llama3_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with large weights: unlike the usual tiny models, whose hidden
+    state barely depends on the turn, its greedy answers differ from turn to turn."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(llama3_tokenizer_dir))
+    torch.manual_seed(2)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=0.5,
+    )
+    out = tmp_path_factory.mktemp("tiny-lively")
+    LlamaForCausalLM(cfg).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_batched_category_decoding_equals_one_generate_per_turn(
+    tiny_lively: Path, prefix_cache: bool
+) -> None:
+    """Category lines are decoded for a whole batch at once, from the scoring pass's KV
+    cache (with the policy prefix's, or not); each must be what transformers' greedy
+    generate writes for that turn alone."""
+    cfg = ScorerConfig(max_batch=3, prompt_format=PromptFormat.LG1, prefix_cache=prefix_cache)
+    guard = CausalLMGuard.load(tiny_lively, cfg)
+    got = guard.unsafe_answers(_reqs())
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_lively), dtype=torch.float32).eval()
+    expected = []
+    for req in _reqs():
+        prompt = torch.tensor([[*guard.encode(req), guard.unsafe_id]])
+        out = model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=cfg.max_answer_tokens,
+            do_sample=False,
+            pad_token_id=guard.pad_id,
+        )
+        expected.append(guard.tok.decode(out[0, prompt.shape[1] - 1 :], skip_special_tokens=True))
+    assert got == expected
+    assert len(set(got)) > 2  # the turns really decode differently
