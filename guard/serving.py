@@ -30,7 +30,7 @@ from guard.loaders import load_guard
 from guard.prompt import PromptFormat
 from guard.protocol import CHECKPOINT_ENV, INVALID_REQUEST, ItemAnswer, RawItem
 from guard.scoring import Guard, GuardRequest, GuardResult, ScorerConfig
-from guard.settings import PolicySettings, Settings
+from guard.settings import PolicySettings, policy_from_env
 from guard.taxonomy import Policy, PolicyRegistry
 from guard.windows import judged, sentences, views, windows
 
@@ -80,7 +80,7 @@ class ServiceConfig:
                 f"no guard checkpoint: {own} is absent and ${CHECKPOINT_ENV} / the "
                 f"'checkpoint' parameter name no directory (got {str(ckpt)!r})"
             )
-        params = {**params, **deployment_parameters(Settings().policy)}
+        params = {**params, **deployment_parameters(policy_from_env())}
         scorer = scorer_config(params)
         policy_dir = params.get("policy_dir")
         return cls(

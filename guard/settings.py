@@ -249,6 +249,16 @@ class PolicySettings(BaseModel):
         return self
 
 
+class _PolicyFromEnv(BaseSettings, PolicySettings):
+    model_config = SettingsConfigDict(env_prefix="GUARDSTREAM_POLICY__", extra="ignore")
+
+
+def policy_from_env() -> PolicySettings:
+    """The policy settings alone (``GUARDSTREAM_POLICY__*``): what the served model
+    reads, so that no other setting can stop it from loading."""
+    return PolicySettings.model_validate(_PolicyFromEnv().model_dump())
+
+
 class TrainingSettings(BaseModel):
     """Retraining from reviewed events (``guardstream retrain``)."""
 

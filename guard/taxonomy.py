@@ -274,8 +274,10 @@ BUILTIN_POLICIES: tuple[Policy, ...] = (
     MLCOMMONS_HAZARDS,
 )
 
-#: The policy of a turn that names none, unless the Triton model's
-#: ``default_policy_id`` parameter says otherwise.
+#: The policy of a turn that names none where nothing says otherwise: the default
+#: encoder model's. A served Llama Guard uses its own generation's policy
+#: (:mod:`guard.families`); the deployment may set one (``GUARDSTREAM_POLICY__
+#: DEFAULT_POLICY_ID``).
 DEFAULT_POLICY_ID = LLAMA_GUARD_1.id
 
 

@@ -108,7 +108,9 @@ class Moderator:
         if p.turn is None:
             return [await self._dead_letter(p.msg, p.error or "malformed", "malformed")]
         if p.fail_closed is not None:
-            verdict = fail_closed_verdict(p.turn, p.fail_closed, self._model)
+            verdict = fail_closed_verdict(
+                p.turn, p.fail_closed, self._model, self.s.policy.default_policy_id
+            )
             return await self._deliver(p, verdict, ())
         req = ClassifyRequest(p.turns, p.turn.role, p.turn.policy_id or "")
         async with self._requests:
@@ -116,7 +118,9 @@ class Moderator:
                 result = await self.client.classify(req, retry_forever=True)
             except RequestRejected as exc:
                 reason = FailClosed.REJECTED_BY_MODEL
-                verdict = fail_closed_verdict(p.turn, reason, self._model)
+                verdict = fail_closed_verdict(
+                    p.turn, reason, self._model, self.s.policy.default_policy_id
+                )
                 return await self._deliver(p, verdict, req.turns[:-1], f"{reason}: {exc}")
         self.metrics.triton_latency.observe(result.latency_ms / 1000.0)
         band = (self.s.policy.review_band_low, self.s.policy.review_band_high)

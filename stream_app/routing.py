@@ -103,13 +103,16 @@ def verdict_for(
     )
 
 
-def fail_closed_verdict(turn: ChatTurn, reason: FailClosed, model_name: str) -> VerdictEvent:
+def fail_closed_verdict(
+    turn: ChatTurn, reason: FailClosed, model_name: str, default_policy_id: str | None = None
+) -> VerdictEvent:
     """Unsafe, to review, with ``reason``: the verdict of a turn no model judged whole.
 
     No model version or policy version answered, so both are empty; the policy id
-    is the turn's own (else the default), so that a reviewer knows its categories.
+    is the turn's own, else the deployment's default (``GUARDSTREAM_POLICY__
+    DEFAULT_POLICY_ID``), else ``llama-guard-1``, so that a reviewer knows its categories.
     """
-    policy = PolicyRef(turn.policy_id or DEFAULT_POLICY_ID, "")
+    policy = PolicyRef(turn.policy_id or default_policy_id or DEFAULT_POLICY_ID, "")
     return VerdictEvent(
         verdict_id=verdict_id(turn.event_id, model_name, "", policy, f"fail_closed:{reason}"),
         event_id=turn.event_id,

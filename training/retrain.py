@@ -8,7 +8,6 @@ nothing; a promoted version appears atomically and Triton is asked to load it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import re
@@ -19,7 +18,7 @@ from typing import Any
 
 from guard.families import format_for
 from guard.loaders import load_guard
-from guard.serving import scorer_config
+from guard.serving import deployment_parameters, scorer_config
 from guard.settings import Settings
 from guard.taxonomy import PolicyRegistry
 from training import promote
@@ -115,10 +114,9 @@ def retrain(
             rejected_reviews=rej,
         )
     model_dir = s.local.model_repository / s.triton.model_name
-    params = model_parameters(model_dir)
+    # As the served model reads them: the deployment's policy settings override config.pbtxt.
+    params = {**model_parameters(model_dir), **deployment_parameters(s.policy)}
     scorer = scorer_config(params)
-    if s.policy.threshold is not None:
-        scorer = dataclasses.replace(scorer, threshold=s.policy.threshold)
     serving_v = promote.serving_version(model_dir)
     serving_ckpt = promote.checkpoint_of(model_dir, serving_v)
     base = t.base_checkpoint or serving_ckpt

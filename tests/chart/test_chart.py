@@ -733,8 +733,11 @@ def test_policy_values_reach_the_model_every_triton_replica_loads(render, tmp_pa
     docs = render("default", *POLICY_VALUES)
     pod = pod_spec(triton(docs))
     t = container(triton(docs), "triton")
-    assert {"configMapRef": {"name": f"{FULLNAME}-config"}} in t["envFrom"]
-    settings = config(docs)
+    (ref,) = [e["configMapRef"]["name"] for e in t["envFrom"] if "configMapRef" in e]
+    settings = one(docs, "ConfigMap", ref)["data"]
+    # Only the policy settings: no other setting can stop the model from loading.
+    assert settings and all(k.startswith("GUARDSTREAM_POLICY__") for k in settings)
+    assert all(config(docs)[k] == v for k, v in settings.items())
     policy_dir = settings["GUARDSTREAM_POLICY__POLICY_DIR"]
     mount = next(m for m in t["volumeMounts"] if m["mountPath"] == policy_dir)
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
@@ -745,8 +748,14 @@ def test_policy_values_reach_the_model_every_triton_replica_loads(render, tmp_pa
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GUARDSTREAM_POLICY__POLICY_DIR", str(tmp_path))  # where it is mounted
     monkeypatch.setenv("GUARDSTREAM_MODEL_CHECKPOINT", str(ROOT / "models" / "default"))
-    # A config change rolls every replica: the pods carry the settings' checksum.
-    assert "checksum/config" in triton(docs)["spec"]["template"]["metadata"]["annotations"]
+    # A policy change rolls every replica: the pods carry the policy settings' checksum,
+    # and only that (a worker setting does not restart Triton).
+    annotations = triton(docs)["spec"]["template"]["metadata"]["annotations"]
+    other = triton(render("default", *POLICY_VALUES, "--set", "worker.batchSize=7"))
+    changed = triton(render("default", "--set", "policy.threshold=0.6"))
+    key = "checksum/policies"
+    assert other["spec"]["template"]["metadata"]["annotations"][key] == annotations[key]
+    assert changed["spec"]["template"]["metadata"]["annotations"][key] != annotations[key]
 
     model_dir = ROOT / "model_repo" / "guard"
     cfg = ServiceConfig.from_parameters(model_parameters(model_dir), model_dir / "1")
@@ -765,7 +774,7 @@ def test_without_policy_values_the_model_keeps_its_own(render, monkeypatch):
     from .chart_render import ROOT
 
     docs = render("default")
-    for key, value in config(docs).items():
+    for key, value in one(docs, "ConfigMap", f"{FULLNAME}-policy-settings")["data"].items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GUARDSTREAM_MODEL_CHECKPOINT", str(ROOT / "models" / "default"))
     assert not any(k.startswith("GUARDSTREAM_POLICY__") and "BAND" not in k for k in config(docs))

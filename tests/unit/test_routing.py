@@ -118,3 +118,15 @@ def test_a_turn_that_cannot_be_judged_fails_closed_to_review() -> None:
     assert v.verdict_id == fail_closed_verdict(turn, FailClosed.TOO_LARGE, "guard").verdict_id
     other = fail_closed_verdict(turn, FailClosed.REJECTED_BY_MODEL, "guard")
     assert other.verdict_id != v.verdict_id
+
+
+def test_a_fail_closed_turn_names_the_deployments_default_policy() -> None:
+    """Reviewers label it with that policy's categories (a Llama Guard 3 deployment's
+    S codes, not llama-guard-1's O codes); a turn's own policy still wins."""
+    turn = ChatTurn("e1", "c1", 0, Role.USER, "x", "2026-11-28T10:00:00Z")
+    v = fail_closed_verdict(turn, FailClosed.TOO_LARGE, "guard", "llama-guard-3")
+    assert orjson.loads(v.to_json())["policy_id"] == "llama-guard-3"
+    own = ChatTurn("e2", "c1", 1, Role.USER, "x", "2026-11-28T10:00:00Z", policy_id="shop")
+    assert fail_closed_verdict(own, FailClosed.TOO_LARGE, "guard", "llama-guard-3").policy.id == (
+        "shop"
+    )

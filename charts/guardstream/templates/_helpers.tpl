@@ -319,6 +319,14 @@ GUARDSTREAM_WORKER__WEB_PORT: {{ .Values.streamApp.webPort | int | quote }}
 GUARDSTREAM_WORKER__DATA_DIR: /var/lib/guardstream
 GUARDSTREAM_TRITON__URL: {{ include "guardstream.tritonGrpcAddress" . | quote }}
 GUARDSTREAM_TRITON__MODEL_NAME: {{ .Values.triton.modelName | quote }}
+{{ include "guardstream.policySettings" . }}
+{{- end }}
+
+{{/*
+The policy settings (GUARDSTREAM_POLICY__*): part of the settings above, and all that
+the served model reads (Triton takes them from their own ConfigMap).
+*/}}
+{{- define "guardstream.policySettings" -}}
 {{- if not (kindIs "invalid" .Values.policy.threshold) }}
 GUARDSTREAM_POLICY__THRESHOLD: {{ .Values.policy.threshold | toString | quote }}
 {{- end }}
