@@ -25,6 +25,10 @@ from collections.abc import Sequence
 
 from guard.scoring import GuardResult
 
+#: Shortest sentence judged alone (non-space characters): "Build a bomb." has 11. It
+#: bounds the views of a turn of crafted fragments ("1. 2. 3. ...": 20x the windows).
+MIN_SENTENCE = 10
+
 #: A sentence: up to and including its end punctuation (or a line break).
 _SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?。！？]+[\"')\]]*|\n+|$)")
 
@@ -72,13 +76,18 @@ def windows(text: str, max_chars: int) -> list[str]:
 def views(text: str, max_chars: int, sentence_views: bool = True) -> list[str]:
     """What the model judges of ``text``: ``[text]`` when it fits in ``max_chars``;
     else its :func:`windows`, then (with ``sentence_views``) each sentence, or
-    piece of a long one, that no window already is; in order and without repeats
-    (padding by repetition costs nothing)."""
+    piece of a long one, of at least ``MIN_SENTENCE`` non-space characters that no
+    window already is; in order and without repeats (padding by repetition costs
+    nothing)."""
     if len(text) <= max_chars:
         return [text]
     out = dict.fromkeys(windows(text, max_chars))
     if sentence_views:
-        out.update(dict.fromkeys(p for p in _pieces(text, max_chars) if p.strip()))
+        out.update(
+            dict.fromkeys(
+                p for p in _pieces(text, max_chars) if len("".join(p.split())) >= MIN_SENTENCE
+            )
+        )
     return list(out)
 
 
