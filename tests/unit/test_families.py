@@ -155,3 +155,38 @@ def test_a_model_this_project_trained_is_held_to_its_recorded_format(
     write_format(ckpt, PromptFormat.LG1)
     guard = CausalLMGuard.load(ckpt)
     assert guard.format is PromptFormat.LG1 and guard.default_policy_id == "llama-guard-1"
+
+
+def test_a_llama_guard_4_shaped_checkpoint_is_detected_and_scores(
+    llama3_tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """Llama 4 nests its decoder differently from Llama 2/3 (its base_model is the LM)."""
+    import torch
+    from transformers import AutoTokenizer, Llama4ForCausalLM, Llama4TextConfig
+
+    from guard.taxonomy import LLAMA_GUARD_4
+
+    tok = AutoTokenizer.from_pretrained(str(llama3_tokenizer_dir))
+    torch.manual_seed(0)
+    cfg = Llama4TextConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        intermediate_size_mlp=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_local_experts=1,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    Llama4ForCausalLM(cfg).save_pretrained(str(tmp_path))
+    tok.save_pretrained(str(tmp_path))
+    req = GuardRequest((Turn(Role.USER, "hello there"),), Role.USER, LLAMA_GUARD_4)
+    cached = CausalLMGuard.load(tmp_path)
+    assert cached.format is PromptFormat.LG4 and cached.default_policy_id == LLAMA_GUARD_4.id
+    plain = CausalLMGuard.load(tmp_path, ScorerConfig(prefix_cache=False))
+    (a,), (b,) = cached.score([req]), plain.score([req])
+    assert 0.0 <= a.p_unsafe <= 1.0 and a.p_unsafe == pytest.approx(b.p_unsafe, abs=1e-5)
