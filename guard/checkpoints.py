@@ -73,13 +73,16 @@ def build_tiny_llama(
     hidden_size: int = 32,
     layers: int = 2,
     answer_only_head: PromptFormat | None = None,
+    initializer_range: float = 0.02,
 ) -> Path:
     """Save a tiny random ``LlamaForCausalLM`` with the tokenizer at ``tokenizer_dir``.
 
     ``answer_only_head`` (a prompt format) zeroes every output-head row except
     those of that format's ``safe`` and ``unsafe`` tokens, so the first answer
     token is always one of the two words (a random model otherwise answers garbage, which the scorer
-    correctly treats as a parse error).
+    correctly treats as a parse error); it also records that format in the
+    checkpoint's manifest. ``initializer_range``: at the default a tiny model's
+    hidden state barely depends on the turn; 0.5 makes its answers differ by turn.
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -98,6 +101,7 @@ def build_tiny_llama(
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=initializer_range,
     )
     model = LlamaForCausalLM(cfg)
     if answer_only_head is not None:

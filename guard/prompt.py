@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from guard.conversation import Role, Turn
@@ -65,6 +65,19 @@ class Template:
 
 _LLAMA3_TAIL = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
 
+_LG3 = Template(
+    "<|start_header_id|>user<|end_header_id|>\n\n",
+    "according our",
+    "",
+    False,
+    "\n\n",
+    "\n\n",
+    True,
+    " - ",
+    _LLAMA3_TAIL,
+    "",
+)
+
 TEMPLATES: dict[PromptFormat, Template] = {
     PromptFormat.LG1: Template(
         "[INST] ", "according our", "", True, "\n\n", "\n\n", False, "- ", " [/INST]", " "
@@ -72,30 +85,8 @@ TEMPLATES: dict[PromptFormat, Template] = {
     PromptFormat.LG2: Template(
         "[INST] ", "according our", " ", False, "\n\n", "\n\n", True, " - ", " [/INST]", " "
     ),
-    PromptFormat.LG3: Template(
-        "<|start_header_id|>user<|end_header_id|>\n\n",
-        "according our",
-        "",
-        False,
-        "\n\n",
-        "\n\n",
-        True,
-        " - ",
-        _LLAMA3_TAIL,
-        "",
-    ),
-    PromptFormat.LG3_1B: Template(
-        "<|start_header_id|>user<|end_header_id|>\n\n",
-        "according our",
-        "",
-        False,
-        "\n\n",
-        "\n\n",
-        True,
-        " - ",
-        " " + _LLAMA3_TAIL,
-        "",
-    ),
+    PromptFormat.LG3: _LG3,
+    PromptFormat.LG3_1B: replace(_LG3, tail=" " + _LLAMA3_TAIL),
     # Official, as Llama Guard 4's chat template renders it: one newline after
     # <BEGIN CONVERSATION>, and a literal backslash-n pair after each turn.
     PromptFormat.LG4: Template(

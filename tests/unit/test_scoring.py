@@ -130,27 +130,10 @@ def test_policy_prefix_cache_gives_the_same_scores(tiny_lg1: Path) -> None:
 def tiny_lively(llama3_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with large weights: unlike the usual tiny models, whose hidden
     state barely depends on the turn, its greedy answers differ from turn to turn."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from guard.checkpoints import build_tiny_llama
 
-    tok = AutoTokenizer.from_pretrained(str(llama3_tokenizer_dir))
-    torch.manual_seed(2)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        initializer_range=0.5,
-    )
     out = tmp_path_factory.mktemp("tiny-lively")
-    LlamaForCausalLM(cfg).save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return build_tiny_llama(out, llama3_tokenizer_dir, seed=2, initializer_range=0.5)
 
 
 @pytest.mark.parametrize("prefix_cache", [True, False])
