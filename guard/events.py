@@ -60,6 +60,8 @@ class FailClosed(StrEnum):
     CONTEXT_TOO_LARGE = "context_too_large"
     #: The model refused the request (for example: it cannot fit the turn).
     REJECTED_BY_MODEL = "rejected_by_model"
+    #: The model did not judge it within the deadline, repeatedly, while serving.
+    TOO_SLOW = "too_slow"
 
 
 class Unjudgeable(EventError):

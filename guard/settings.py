@@ -192,6 +192,16 @@ class TritonSettings(BaseModel):
     retries: int = Field(
         3, ge=0, description="Retries of a failed request (the stream app retries forever)."
     )
+    deadline_overruns: int = Field(
+        3,
+        ge=1,
+        description=(
+            "A turn whose request runs past the deadline this many times while the server"
+            " stays live fails closed (`too_slow`, to review) instead of being retried"
+            " forever: crafted turns that take longer than the deadline cannot stall a"
+            " partition. An outage (server not live) is still retried forever."
+        ),
+    )
     backoff_initial_s: float = Field(0.2, gt=0, description="First retry delay, seconds.")
     backoff_max_s: float = Field(10.0, gt=0, description="Largest retry delay, seconds.")
     ready_timeout_s: float = Field(

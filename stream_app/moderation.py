@@ -30,7 +30,7 @@ from guard.settings import Settings
 from stream_app.context_cache import ContextCache
 from stream_app.metrics import WorkerMetrics
 from stream_app.routing import conversation_for, fail_closed_verdict, output_key, verdict_for
-from stream_app.triton_client import GuardClient
+from stream_app.triton_client import GuardClient, TooSlow
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,12 @@ class Moderator:
         async with self._requests:
             try:
                 result = await self.client.classify(req, retry_forever=True)
-            except RequestRejected as exc:
-                reason = FailClosed.REJECTED_BY_MODEL
+            except (RequestRejected, TooSlow) as exc:
+                reason = (
+                    FailClosed.TOO_SLOW
+                    if isinstance(exc, TooSlow)
+                    else FailClosed.REJECTED_BY_MODEL
+                )
                 verdict = fail_closed_verdict(
                     p.turn, reason, self._model, self.s.policy.default_policy_id
                 )

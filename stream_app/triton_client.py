@@ -35,9 +35,17 @@ from guard.taxonomy import PolicyRef
 
 log = logging.getLogger(__name__)
 
+#: gRPC status of a request that ran past its deadline.
+DEADLINE_EXCEEDED = "StatusCode.DEADLINE_EXCEEDED"
+
 
 class TritonUnavailable(RuntimeError):
     """The server or model could not answer (after the allowed retries)."""
+
+
+class TooSlow(RuntimeError):
+    """A request ran past its deadline ``deadline_overruns`` times while the server
+    stayed live: the turn, not the server, is the problem."""
 
 
 class ModelMismatch(RuntimeError):
@@ -99,7 +107,7 @@ class GuardClient:
     ) -> Classification:
         inputs = _inputs(req)
         delays = backoff_delays(self.s.backoff_initial_s, self.s.backoff_max_s)
-        attempt = 0
+        attempt = overruns = 0
         while True:
             start = time.perf_counter()
             try:
@@ -118,6 +126,12 @@ class GuardClient:
                 attempt += 1
                 if self._on_retry is not None:
                     self._on_retry()
+                if exc.status() == DEADLINE_EXCEEDED and await self._live():
+                    overruns += 1
+                    if overruns >= self.s.deadline_overruns:
+                        raise TooSlow(
+                            f"{overruns} requests ran past the {self.s.timeout_s:g} s deadline"
+                        ) from None
                 if not retry_forever and attempt > self.s.retries:
                     raise TritonUnavailable(f"{exc.status()}: {msg}") from None
                 delay = next(delays)
@@ -127,6 +141,13 @@ class GuardClient:
                 await asyncio.sleep(delay)
                 continue
             return _classification(result, self.s.model_name, time.perf_counter() - start)
+
+    async def _live(self) -> bool:
+        """Whether the server answers a liveness check within a few seconds."""
+        try:
+            return bool(await self._client.is_server_live(client_timeout=5.0))
+        except InferenceServerException:
+            return False
 
     async def classify_many(
         self,

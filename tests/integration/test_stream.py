@@ -419,3 +419,63 @@ def test_created_topics_take_their_size_limit_from_the_record_setting(
 
     expected = str(2_000_000 + BATCH_OVERHEAD_BYTES)
     assert asyncio.run(limits()) == {n: expected for n in topic_names(s)}
+
+
+def test_turns_slower_than_the_deadline_fail_closed_and_cannot_stall_the_stream(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Crafted turns that take longer than the Triton deadline used to be retried
+    forever (DEADLINE_EXCEEDED looks like an outage): eight of them stalled the
+    default stack for good. Now a turn that overruns the deadline
+    ``deadline_overruns`` times while the server stays live fails closed
+    (``too_slow``, to review), and the stream goes on. The shipped model, the real
+    Triton; the deadline is lowered from 30 s to 2 s so that the test is short (32 KB
+    of crafted sentences take about 8 s on two cores)."""
+    from stream_app.launchers.tritonserver import TritonPorts, triton_process
+
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    model = ROOT / "models" / "default"
+    with triton_process(
+        ROOT / "model_repo",
+        tmp_path / "triton",
+        ports,
+        explicit_models=["guard"],
+        env={"GUARDSTREAM_MODEL_CHECKPOINT": str(model)},
+        timeout_s=240,
+    ):
+        base = isolated_settings(kafka_broker, f"127.0.0.1:{ports.grpc}", tmp_path)
+        s = base.model_copy(update={"triton": base.triton.model_copy(update={"timeout_s": 2.0})})
+        crafted = " ".join(f"We saw item {i}." for i in range(3000))[:30_000]
+        ts = now_rfc3339()
+        question = "How long should I proof sourdough in a cold fridge?"
+        slow = [ChatTurn(f"slow-{i}", f"c-slow-{i}", 0, Role.USER, crafted, ts) for i in range(3)]
+        with worker_process(s, tmp_path / "worker.log") as worker:
+            send_turns(s, slow)
+            verdicts = {v["event_id"]: v for v in collect(s, s.topics.verdicts, 3, 300)}
+            assert worker.alive()
+            # Triton still runs the requests the worker gave up on (one instance, on
+            # CPU); turns sent meanwhile may fail closed too. The stream recovers: a
+            # plain turn sent every few seconds is soon judged normally.
+            after: dict[str, object] = {}
+            deadline = time.monotonic() + 240
+            i = 0
+            while not after and time.monotonic() < deadline:
+                later = ChatTurn(f"after-{i}", "c-after", i, Role.USER, question, ts)
+                send_turns(s, [later])
+                got = [
+                    v
+                    for v in collect(s, s.topics.verdicts, None, 8)
+                    if v["event_id"] == later.event_id
+                ]
+                after = next((v for v in got if v["fail_closed"] is None), {})
+                i += 1
+            assert worker.alive()
+    for i in range(3):
+        v = verdicts[f"slow-{i}"]
+        assert (v["verdict"], v["fail_closed"], v["review_reasons"]) == (
+            "unsafe",
+            "too_slow",
+            ["fail_closed"],
+        )
+    assert after, "no plain turn was judged within 240 s of the attack"
+    assert after["verdict"] == "safe"
