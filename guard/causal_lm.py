@@ -204,7 +204,7 @@ class CausalLMGuard:
         if cfg.prompt_format is None:
             how = f"from {detected.evidence}" if detected else "nothing in the checkpoint says"
             log.info("%s: prompt format %s (%s)", checkpoint.name, fmt, how)
-        if not (detected and detected.from_manifest):
+        if not (detected and detected.from_manifest and detected.format is fmt):
             # A model this project trained keeps its base's template but records the
             # format it was trained in; that record is what it is held to.
             check_chat_template(tok, fmt, cfg.with_descriptions)
@@ -271,6 +271,7 @@ class CausalLMGuard:
                 rows, self._results(step, [items[i].policy for i in rows]), strict=True
             ):
                 results[i] = r
+            del step  # its KV cache must not stay alive during the next pass
         return [r for r in results if r is not None]
 
     @torch.inference_mode()
@@ -283,6 +284,7 @@ class CausalLMGuard:
         for rows, step in self._first_steps(items):
             for j, text in self._decode_answers(step, range(len(rows))).items():
                 texts[rows[j]] = text
+            del step
         return texts
 
     def _first_steps(
@@ -306,8 +308,8 @@ class CausalLMGuard:
                 self._prefixes[key] = (prefix, cache)
             suffixes = [items[i].ids[len(prefix) :] for i in idx]
             for chunk in self._length_batches(suffixes):
-                step = self._suffix_step(cache, len(prefix), [suffixes[c] for c in chunk])
-                yield [idx[c] for c in chunk], step
+                rows = [idx[c] for c in chunk]
+                yield rows, self._suffix_step(cache, len(prefix), [suffixes[c] for c in chunk])
 
     def _results(self, step: FirstStep, policies: Sequence[Policy]) -> list[GuardResult]:
         """Verdicts of one forward pass's rows; the category lines of the unsafe ones

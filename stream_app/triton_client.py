@@ -156,16 +156,17 @@ class GuardClient:
         *,
         retry_forever: bool = False,
         on_done: Callable[[], None] | None = None,
-    ) -> list[Classification | RequestRejected]:
+    ) -> list[Classification | RequestRejected | TooSlow]:
         """Classify ``reqs`` with at most ``concurrency`` requests in flight, in order;
-        a rejected request's place holds its error. ``on_done`` runs after each one."""
+        a rejected (or too slow) request's place holds its error. ``on_done`` runs
+        after each one."""
         sem = asyncio.Semaphore(concurrency)
 
-        async def one(r: ClassifyRequest) -> Classification | RequestRejected:
+        async def one(r: ClassifyRequest) -> Classification | RequestRejected | TooSlow:
             async with sem:
                 try:
                     return await self.classify(r, retry_forever=retry_forever)
-                except RequestRejected as exc:
+                except (RequestRejected, TooSlow) as exc:
                     return exc
                 finally:
                     if on_done is not None:

@@ -735,8 +735,10 @@ def test_policy_values_reach_the_model_every_triton_replica_loads(render, tmp_pa
     t = container(triton(docs), "triton")
     (ref,) = [e["configMapRef"]["name"] for e in t["envFrom"] if "configMapRef" in e]
     settings = one(docs, "ConfigMap", ref)["data"]
-    # Only the policy settings: no other setting can stop the model from loading.
+    # Only the policy settings the model reads: no other setting can stop it from
+    # loading, and a change to the review band (the stream app's) does not roll it.
     assert settings and all(k.startswith("GUARDSTREAM_POLICY__") for k in settings)
+    assert not any("REVIEW_BAND" in k for k in settings)
     assert all(config(docs)[k] == v for k, v in settings.items())
     policy_dir = settings["GUARDSTREAM_POLICY__POLICY_DIR"]
     mount = next(m for m in t["volumeMounts"] if m["mountPath"] == policy_dir)
@@ -751,7 +753,16 @@ def test_policy_values_reach_the_model_every_triton_replica_loads(render, tmp_pa
     # A policy change rolls every replica: the pods carry the policy settings' checksum,
     # and only that (a worker setting does not restart Triton).
     annotations = triton(docs)["spec"]["template"]["metadata"]["annotations"]
-    other = triton(render("default", *POLICY_VALUES, "--set", "worker.batchSize=7"))
+    other = triton(
+        render(
+            "default",
+            *POLICY_VALUES,
+            "--set",
+            "worker.batchSize=7",
+            "--set",
+            "policy.reviewBandLow=0.2",
+        )
+    )
     changed = triton(render("default", "--set", "policy.threshold=0.6"))
     key = "checksum/policies"
     assert other["spec"]["template"]["metadata"]["annotations"][key] == annotations[key]

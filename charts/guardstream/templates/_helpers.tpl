@@ -320,11 +320,14 @@ GUARDSTREAM_WORKER__DATA_DIR: /var/lib/guardstream
 GUARDSTREAM_TRITON__URL: {{ include "guardstream.tritonGrpcAddress" . | quote }}
 GUARDSTREAM_TRITON__MODEL_NAME: {{ .Values.triton.modelName | quote }}
 {{ include "guardstream.policySettings" . }}
+GUARDSTREAM_POLICY__REVIEW_BAND_LOW: {{ .Values.policy.reviewBandLow | toString | quote }}
+GUARDSTREAM_POLICY__REVIEW_BAND_HIGH: {{ .Values.policy.reviewBandHigh | toString | quote }}
 {{- end }}
 
 {{/*
-The policy settings (GUARDSTREAM_POLICY__*): part of the settings above, and all that
-the served model reads (Triton takes them from their own ConfigMap).
+The policy settings the served model reads (GUARDSTREAM_POLICY__*, without the review
+band, which only the stream app reads): part of the settings above, and the whole of
+Triton's own ConfigMap, so that nothing else rolls or can break the model.
 */}}
 {{- define "guardstream.policySettings" -}}
 {{- if not (kindIs "invalid" .Values.policy.threshold) }}
@@ -339,8 +342,6 @@ GUARDSTREAM_POLICY__PROMPT_FORMAT: {{ . | quote }}
 {{- if .Values.policy.custom }}
 GUARDSTREAM_POLICY__POLICY_DIR: /etc/guardstream/policies  # the policies ConfigMap
 {{- end }}
-GUARDSTREAM_POLICY__REVIEW_BAND_LOW: {{ .Values.policy.reviewBandLow | toString | quote }}
-GUARDSTREAM_POLICY__REVIEW_BAND_HIGH: {{ .Values.policy.reviewBandHigh | toString | quote }}
 {{- end }}
 
 {{/*
