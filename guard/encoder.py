@@ -157,9 +157,14 @@ class SentenceEncoder:
 
     @classmethod
     def load(
-        cls, model_dir: Path, view: ViewConfig, adapter: Path | None = None
+        cls,
+        model_dir: Path,
+        view: ViewConfig,
+        adapter: Path | None = None,
+        device: str | None = None,
     ) -> SentenceEncoder:
-        """The encoder in ``model_dir``; with ``adapter`` (a PEFT LoRA directory) merged in."""
+        """The encoder in ``model_dir``; with ``adapter`` (a PEFT LoRA directory) merged in;
+        on ``device`` (None: the CPU)."""
         from transformers import AutoModel, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -168,6 +173,8 @@ class SentenceEncoder:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        if device is not None:
+            model.to(torch.device(device))
         return cls(model, tok, view)
 
     def tokens(self, text: str) -> list[int]:
@@ -200,7 +207,7 @@ class SentenceEncoder:
     @torch.inference_mode()
     def embed(self, batch: Sequence[list[int]]) -> np.ndarray:
         """[B, D] float32 embeddings of already-built inputs (one padded forward pass)."""
-        return mean_pooled(self.model, batch, self.pad_id).float().numpy()
+        return mean_pooled(self.model, batch, self.pad_id).float().cpu().numpy()
 
 
 def mean_pooled(model: torch.nn.Module, batch: Sequence[list[int]], pad_id: int) -> torch.Tensor:
@@ -212,6 +219,8 @@ def mean_pooled(model: torch.nn.Module, batch: Sequence[list[int]], pad_id: int)
     for row, seq in enumerate(batch):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
     m = mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
@@ -243,8 +252,11 @@ class EncoderHeadGuard:
         self.default_policy_id = LLAMA_GUARD_1.id
 
     @classmethod
-    def load(cls, checkpoint: Path | str, config: ScorerConfig | None = None) -> EncoderHeadGuard:
-        """Load ``checkpoint`` (a directory with a ``guardstream-model.json`` manifest).
+    def load(
+        cls, checkpoint: Path | str, config: ScorerConfig | None = None, device: str | None = None
+    ) -> EncoderHeadGuard:
+        """Load ``checkpoint`` (a directory with a ``guardstream-model.json`` manifest), its
+        encoder on ``device`` (None: the CPU).
 
         The manifest's ``threshold`` is the model's own; ``config.threshold``
         overrides it when set.
@@ -257,7 +269,7 @@ class EncoderHeadGuard:
         view = ViewConfig(**manifest.get("view", {}))
         adapter = manifest.get("adapter")
         encoder = SentenceEncoder.load(
-            encoder_path(enc["package"]), view, checkpoint / adapter if adapter else None
+            encoder_path(enc["package"]), view, checkpoint / adapter if adapter else None, device
         )
         heads = Heads.load(checkpoint / manifest.get("heads", HEADS_FILE))
         own = manifest.get("threshold")

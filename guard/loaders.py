@@ -21,20 +21,22 @@ from guard.scoring import Guard, ScorerConfig
 MANIFEST = "guardstream-model.json"
 
 
-def _load_causal_lm(path: Path, cfg: ScorerConfig) -> Guard[Any]:
+def _load_causal_lm(path: Path, cfg: ScorerConfig, device: str | None) -> Guard[Any]:
+    import torch
+
     from guard.causal_lm import CausalLMGuard
 
-    return CausalLMGuard.load(path, cfg)
+    return CausalLMGuard.load(path, cfg, torch.device(device) if device else None)
 
 
-def _load_encoder_head(path: Path, cfg: ScorerConfig) -> Guard[Any]:
+def _load_encoder_head(path: Path, cfg: ScorerConfig, device: str | None) -> Guard[Any]:
     from guard.encoder import EncoderHeadGuard
 
-    return EncoderHeadGuard.load(path, cfg)
+    return EncoderHeadGuard.load(path, cfg, device)
 
 
-#: kind -> loader(checkpoint_dir, scorer_config); extended by other model kinds.
-MODEL_KINDS: dict[str, Callable[[Path, ScorerConfig], Guard[Any]]] = {
+#: kind -> loader(checkpoint_dir, scorer_config, device); extended by other model kinds.
+MODEL_KINDS: dict[str, Callable[[Path, ScorerConfig, str | None], Guard[Any]]] = {
     "causal-lm": _load_causal_lm,
     "encoder-head": _load_encoder_head,
 }
@@ -51,7 +53,11 @@ def read_manifest(checkpoint: Path) -> dict[str, Any]:
     return data
 
 
-def load_guard(checkpoint: Path | str, config: ScorerConfig | None = None) -> Guard[Any]:
+def load_guard(
+    checkpoint: Path | str, config: ScorerConfig | None = None, device: str | None = None
+) -> Guard[Any]:
+    """The guard in ``checkpoint``, on ``device`` (a torch device such as ``cuda:1``;
+    None: the first GPU if there is one, else the CPU)."""
     checkpoint = Path(checkpoint)
     kind = str(read_manifest(checkpoint)["kind"])
     try:
@@ -60,4 +66,4 @@ def load_guard(checkpoint: Path | str, config: ScorerConfig | None = None) -> Gu
         raise ValueError(
             f"{checkpoint}: unknown model kind {kind!r} (known: {', '.join(sorted(MODEL_KINDS))})"
         ) from None
-    return loader(checkpoint, config or ScorerConfig())
+    return loader(checkpoint, config or ScorerConfig(), device)

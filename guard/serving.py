@@ -54,13 +54,18 @@ class ServiceConfig:
     #: Score the canary turns at load and refuse a model that fails them
     #: (:mod:`guard.canary`).
     canary: bool = True
+    #: Torch device of this model instance (:func:`instance_device`); None: the first
+    #: GPU if there is one, else the CPU.
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.window_chars is not None and self.window_chars < MIN_WINDOW_CHARS:
             raise ValueError(f"window_chars must be >= {MIN_WINDOW_CHARS}, got {self.window_chars}")
 
     @classmethod
-    def from_parameters(cls, params: Mapping[str, str], version_dir: Path) -> ServiceConfig:
+    def from_parameters(
+        cls, params: Mapping[str, str], version_dir: Path, device: str | None = None
+    ) -> ServiceConfig:
         """Read the model's ``config.pbtxt`` parameters (string values).
 
         The deployment's settings override them (:func:`deployment_parameters`); a
@@ -87,10 +92,24 @@ class ServiceConfig:
             checkpoint=ckpt,
             scorer=scorer,
             policy_dir=Path(policy_dir) if policy_dir else None,
+            device=device,
             **_params(
                 params, default_policy_id=str, max_content_chars=int, window_chars=int, canary=_flag
             ),
         )
+
+
+def instance_device(kind: str, device_id: str | int) -> str | None:
+    """The torch device of one Triton model instance: ``cuda:<id>`` for a GPU instance
+    (Triton places one per GPU listed in the instance group, or per visible GPU with
+    ``KIND_AUTO``/``KIND_GPU`` and no ``gpus``), ``cpu`` for a CPU one, None for any other
+    kind (``KIND_MODEL``: the model picks)."""
+    kind = kind.strip().upper().removeprefix("KIND_")
+    if kind == "GPU":
+        return f"cuda:{int(device_id)}"
+    if kind == "CPU":
+        return "cpu"
+    return None
 
 
 def deployment_parameters(policy: PolicySettings) -> dict[str, str]:
@@ -142,7 +161,7 @@ class GuardService:
 
     @classmethod
     def load(cls, config: ServiceConfig) -> GuardService:
-        guard = load_guard(config.checkpoint, config.scorer)
+        guard = load_guard(config.checkpoint, config.scorer, config.device)
         service = cls(guard, PolicyRegistry.with_directory(config.policy_dir), config)
         if config.canary:
             service.self_check()

@@ -59,3 +59,19 @@ def test_served_verdicts_fail_closed() -> None:
         assert read_verdict(word, 0.1, False) == (True, 0.1, True)
     for score in (float("nan"), float("inf"), -0.1, 1.5):
         assert read_verdict(b"safe", score, False) == (True, 1.0, True)
+
+
+def test_each_model_instance_loads_onto_the_device_triton_gave_it(tmp_path) -> None:
+    """Triton creates one instance per GPU of the instance group and tells each its kind
+    and device id; the instance must load there, not on cuda:0 (where every instance of
+    an 8B model would otherwise land)."""
+    from guard.serving import ServiceConfig, instance_device
+
+    assert instance_device("GPU", "0") == "cuda:0"
+    assert instance_device("GPU", "3") == "cuda:3"
+    assert instance_device("KIND_GPU", 1) == "cuda:1"
+    assert instance_device("CPU", "0") == "cpu"
+    assert instance_device("MODEL", "0") is None  # KIND_MODEL: the model picks
+    (tmp_path / "checkpoint").mkdir()
+    cfg = ServiceConfig.from_parameters({}, tmp_path, instance_device("GPU", "2"))
+    assert cfg.device == "cuda:2"

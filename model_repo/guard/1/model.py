@@ -7,7 +7,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from guard.protocol import INPUTS, INVALID_REQUEST, RawItem, encode_categories, verdict_word
-from guard.serving import GuardService, ServiceConfig
+from guard.serving import GuardService, ServiceConfig, instance_device
 
 
 class TritonPythonModel:
@@ -15,7 +15,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.service = GuardService.load(ServiceConfig.from_parameters(params, version_dir))
+        # One instance per GPU of the instance group: each loads onto its own device.
+        device = instance_device(args["model_instance_kind"], args["model_instance_device_id"])
+        self.service = GuardService.load(ServiceConfig.from_parameters(params, version_dir, device))
 
     def execute(self, requests):
         batches = []
