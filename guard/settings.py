@@ -207,6 +207,15 @@ class TritonSettings(BaseModel):
     ready_timeout_s: float = Field(
         120.0, gt=0, description="How long start-up waits for the model to be ready."
     )
+    control_urls: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where model loads (retrain, rollback) are sent: every Triton replica, as a JSON"
+            ' list of host:port (`["guardstream-triton-headless:8001"]`); a host name that'
+            " resolves to several addresses (a Kubernetes headless Service) stands for each."
+            " Empty: `url` alone, which reaches one replica behind a Service."
+        ),
+    )
     model_control_key: SecretStr | None = Field(
         None,
         description=(
@@ -214,6 +223,11 @@ class TritonSettings(BaseModel):
             " rollback) when Triton restricts its model-repository API; unset: no header."
         ),
     )
+
+    @property
+    def control_targets(self) -> list[str]:
+        """Where model loads go: ``control_urls``, else ``url``."""
+        return self.control_urls or [self.url]
 
 
 class PolicySettings(BaseModel):

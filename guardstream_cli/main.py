@@ -155,21 +155,37 @@ def cmd_retrain(args: argparse.Namespace, s: Settings) -> int:
         + (f" -> version {result.new_version}" if result.new_version else ""),
         flush=True,
     )
-    return 0
+    return _report_replicas(result.replicas)
+
+
+def _report_replicas(results: dict[str, list[str] | str]) -> int:
+    """Print what each Triton replica serves after a reload; 1 when one did not load."""
+    from training.promote import failed_replicas
+
+    for url, outcome in results.items():
+        said = f"serves versions {outcome}" if isinstance(outcome, list) else outcome
+        print(f"triton {url}: {said}", flush=True)
+    failed = failed_replicas(results)
+    if failed:
+        print(
+            f"{len(failed)} of {len(results)} Triton replicas did not load the model; they "
+            "serve their old version until they restart or a reload reaches them",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
 
 
 def cmd_rollback(args: argparse.Namespace, s: Settings) -> int:
-    from training.promote import reload_model, rollback
+    from training.promote import reload_replicas, rollback
 
     model_dir = s.local.model_repository / s.triton.model_name
     moved = rollback(model_dir, args.to)
     print(f"archived versions {moved} of {model_dir}", flush=True)
-    if not args.no_reload:
-        ready = reload_model(
-            s.triton.url, s.triton.model_name, control_key=s.triton.model_control_key
-        )
-        print(f"triton serves versions {ready}")
-    return 0
+    if args.no_reload:
+        return 0
+    return _report_replicas(
+        reload_replicas(s.triton.control_targets, s.triton.model_name, s.triton.model_control_key)
+    )
 
 
 def cmd_eval(args: argparse.Namespace, s: Settings) -> int:

@@ -5,7 +5,9 @@ written here, the fine-tuned weights in ``checkpoint/``. New versions are
 assembled in a dot-directory (ignored by Triton, which only reads numeric
 names) and renamed into place in one step. Rolled-back versions move to
 ``model_repo/.archive/``. Triton runs in explicit model-control mode: a load
-request makes it serve the newest version (``version_policy: latest 1``).
+request makes it serve the newest version (``version_policy: latest 1``). Every
+replica must get that request (:func:`reload_replicas`): the retrain job reaches them all
+through a headless Service, whose name resolves to each replica's address.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -135,3 +140,56 @@ def reload_model(
         ]
     finally:
         client.close()
+
+
+def replica_addresses(
+    urls: Sequence[str], resolve: Callable[..., list[Any]] = socket.getaddrinfo
+) -> list[str]:
+    """Every ``host:port`` behind ``urls``, in order, once each: a host name that resolves
+    to several addresses (a Kubernetes headless Service) stands for each of them."""
+    found: list[str] = []
+    for url in urls:
+        host, sep, port = url.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{url!r} is not host:port")
+        host = host.strip("[]")
+        for family, _, _, _, sockaddr in resolve(host, int(port), type=socket.SOCK_STREAM):
+            address = f"[{sockaddr[0]}]" if family == socket.AF_INET6 else sockaddr[0]
+            target = f"{address}:{port}"
+            if target not in found:
+                found.append(target)
+    return found
+
+
+def reload_replicas(
+    urls: Sequence[str],
+    model_name: str,
+    control_key: SecretStr | str | None = None,
+    timeout_s: float = 300.0,
+) -> dict[str, list[str] | str]:
+    """Ask every replica behind ``urls`` (:func:`replica_addresses`) to load the model
+    again; per replica, its ready versions, or the error that stopped it (a name that
+    does not resolve is one such error). A replica that misses the request serves its
+    old version until the next reload or restart (``--load-model`` loads the newest)."""
+    results: dict[str, list[str] | str] = {}
+    for url in urls:
+        try:
+            targets = replica_addresses([url])
+        except (OSError, ValueError) as exc:
+            results[url] = f"cannot resolve: {exc}"
+            continue
+        for target in targets:
+            try:
+                results[target] = reload_model(target, model_name, timeout_s, control_key)
+            except Exception as exc:  # reported per replica; the others still get theirs
+                results[target] = f"{type(exc).__name__}: {exc}"
+    return results
+
+
+def failed_replicas(results: dict[str, list[str] | str]) -> dict[str, str]:
+    """The replicas of a :func:`reload_replicas` result that did not load the model."""
+    return {
+        url: (r if isinstance(r, str) else "no version is ready")
+        for url, r in results.items()
+        if isinstance(r, str) or not r
+    }

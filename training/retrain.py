@@ -41,6 +41,8 @@ class RetrainResult:
     candidate: dict[str, Any] = field(default_factory=dict)
     serving: dict[str, Any] = field(default_factory=dict)
     rejected_reviews: list[dict[str, str]] = field(default_factory=list)
+    #: Per Triton replica, the versions it serves after the reload (or why it did not load).
+    replicas: dict[str, list[str] | str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -152,10 +154,10 @@ def retrain(
         result.status = "promoted"
         result.reason = f"AUPRC {c_auprc:.4f} >= {s_auprc:.4f} + {t.promotion_margin}"
         if reload:
-            ready = promote.reload_model(
-                s.triton.url, s.triton.model_name, control_key=s.triton.model_control_key
+            result.replicas = promote.reload_replicas(
+                s.triton.control_targets, s.triton.model_name, s.triton.model_control_key
             )
-            log.info("triton serves %s versions %s", s.triton.model_name, ready)
+            log.info("triton replicas serve %s versions %s", s.triton.model_name, result.replicas)
     else:
         result.reason = (
             f"AUPRC {c_auprc:.4f} < {s_auprc:.4f} + margin "

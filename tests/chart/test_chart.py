@@ -357,6 +357,30 @@ def test_retrain_cronjob_runs_guardstream_retrain_on_the_schedule(render):
     )
 
 
+def test_model_loads_reach_every_triton_replica_through_a_headless_service(render, monkeypatch):
+    """Promotion and rollback send a model load to each replica, not to one behind the
+    Service: the retrain job's control addresses name a headless Service of the Triton
+    pods, which DNS resolves to every ready replica (training.promote.replica_addresses)."""
+    from guard.settings import load_settings
+
+    docs = render("default", "--set", "triton.replicas=3")
+    raw = env_of(container(retrain(docs), "retrain"))["GUARDSTREAM_TRITON__CONTROL_URLS"]["value"]
+    monkeypatch.setenv("GUARDSTREAM_TRITON__CONTROL_URLS", raw)
+    (target,) = load_settings().triton.control_targets  # as the retrain job reads it
+    host, port = target.rsplit(":", 1)
+    name, namespace, suffix = host.split(".")
+    assert (namespace, suffix) == (NAMESPACE, "svc")
+    headless = one(docs, "Service", name)
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == triton(docs)["spec"]["selector"]["matchLabels"]
+    (grpc,) = headless["spec"]["ports"]
+    container_ports = {
+        p["name"]: p["containerPort"] for p in container(triton(docs), "triton")["ports"]
+    }
+    assert (grpc["port"], grpc["targetPort"]) == (int(port), "grpc")
+    assert container_ports["grpc"] == int(port)
+
+
 def test_retrain_without_gpu(render):
     docs = render("no-gpu-retrain")
     c = container(retrain(docs), "retrain")

@@ -109,3 +109,49 @@ def test_model_control_headers_carry_the_key_only_when_set() -> None:
     assert promote.model_control_headers("k3y") == {header: "k3y"}
     assert promote.model_control_headers(None) == {}
     assert promote.model_control_headers("") == {}
+
+
+def _resolver(table: dict[str, list[tuple[int, str]]]):
+    """A stand-in for socket.getaddrinfo over a fixed name table (pure logic only)."""
+    import socket
+
+    def resolve(host: str, port: int, type: int = 0) -> list[tuple]:
+        if host not in table:
+            raise socket.gaierror(f"unknown host {host}")
+        return [(family, type, 6, "", (addr, port)) for family, addr in table[host]]
+
+    return resolve
+
+
+def test_a_headless_service_name_stands_for_every_replica() -> None:
+    import socket
+
+    resolve = _resolver(
+        {
+            "triton-replicas.ns.svc": [
+                (socket.AF_INET, "10.0.0.7"),
+                (socket.AF_INET, "10.0.0.9"),
+                (socket.AF_INET, "10.0.0.7"),  # each address once
+            ],
+            "10.0.0.9": [(socket.AF_INET, "10.0.0.9")],
+            "fd00::3": [(socket.AF_INET6, "fd00::3")],
+        }
+    )
+    assert promote.replica_addresses(
+        ["triton-replicas.ns.svc:8001", "10.0.0.9:8001", "[fd00::3]:8001"], resolve
+    ) == ["10.0.0.7:8001", "10.0.0.9:8001", "[fd00::3]:8001"]
+    with pytest.raises(ValueError, match="host:port"):
+        promote.replica_addresses(["triton-replicas"], resolve)
+
+
+def test_a_replica_that_did_not_load_is_reported_by_name() -> None:
+    results: dict[str, list[str] | str] = {
+        "10.0.0.7:8001": ["3"],
+        "10.0.0.9:8001": "InferenceServerException: connection refused",
+        "10.0.0.11:8001": [],
+    }
+    assert promote.failed_replicas(results) == {
+        "10.0.0.9:8001": "InferenceServerException: connection refused",
+        "10.0.0.11:8001": "no version is ready",
+    }
+    assert promote.failed_replicas({"10.0.0.7:8001": ["3"]}) == {}

@@ -82,6 +82,11 @@ Triton Service name and the gRPC address the stream app and the retrain job call
 {{- printf "%s.%s.svc:8001" (include "guardstream.tritonName" .) .Release.Namespace }}
 {{- end }}
 
+{{/* Every ready Triton replica's gRPC address: the headless Service's name resolves to each. */}}
+{{- define "guardstream.tritonReplicasAddress" -}}
+{{- printf "%s-replicas.%s.svc:8001" (include "guardstream.tritonName" .) .Release.Namespace }}
+{{- end }}
+
 {{/*
 Name of the model repository PersistentVolumeClaim.
 */}}
