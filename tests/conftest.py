@@ -45,6 +45,15 @@ def tiny_random(llama3_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
+def tiny_lg3(llama3_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama Guard 3 as Meta ships one (its chat template, no guardstream manifest),
+    trained in this session to follow the policy in its prompt (tests/tiny_guards.py)."""
+    from tests.tiny_guards import train_tiny_lg3
+
+    return train_tiny_lg3(tmp_path_factory.mktemp("tiny-lg3"), llama3_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
 def triton_server(
     tiny_lg1: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, object]]:
