@@ -105,6 +105,23 @@ def example_from_row(row: Mapping[str, Any], policies: PolicyRegistry | None = N
     )
 
 
+def trainable(examples: Sequence[Example]) -> tuple[list[Example], list[Rejection]]:
+    """The examples a training answer can be written for, and the others with the reason:
+    an unsafe example must name its violated categories and a safe one none (evaluation
+    data may carry binary labels only; relabelling such a row would teach a wrong answer)."""
+    usable, refused = [], []
+    for ex in examples:
+        if ex.unsafe == bool(ex.categories):
+            usable.append(ex)
+        else:
+            refused.append(
+                Rejection(
+                    ex.id, "an unsafe row needs its violated categories and a safe row names none"
+                )
+            )
+    return usable, refused
+
+
 def read_rows(
     path: Path, policies: PolicyRegistry | None = None
 ) -> tuple[list[Example], list[Rejection]]:

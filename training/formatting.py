@@ -10,6 +10,13 @@ so training and serving see identical prompts. Augmentations (Inan et al.,
   ``safe`` (the model must follow the policy it is given);
 * ``shuffle_codes``: shuffle the category order and renumber the codes
   (``O1``..``On``), mapping the answer's codes, so that no code is memorised.
+
+No example is ever contradictory: an ``unsafe`` answer names only categories listed in
+the prompt, a ``safe`` answer to an unsafe turn comes only with a prompt that lists none
+of the categories it violates, and a prompt lists at least one category. So
+``drop_violated`` skips an example that violates every category of its policy (nothing
+would be left to list), and an unsafe example must name its categories (else it is
+refused: relabelling it safe would teach the model to pass it).
 """
 
 from __future__ import annotations
@@ -55,20 +62,34 @@ def format_example(
     rng: random.Random | None = None,
     special_tokens: tuple[str, ...] = (),
 ) -> Formatted:
+    """The prompt and target answer of ``ex`` under ``policy``, augmented per ``aug``.
+
+    Raises ``ValueError`` for an example whose label and categories disagree (unsafe with
+    none, safe with some) or that names a category ``policy`` does not have.
+    """
     rng = rng or random.Random(0)
+    named = set(ex.categories)
+    if ex.unsafe != bool(named):
+        raise ValueError(
+            f"example {ex.id}: an unsafe label needs its violated categories and a safe "
+            f"label names none (got {'unsafe' if ex.unsafe else 'safe'} {sorted(named)})"
+        )
+    if not named <= set(policy.codes):
+        raise ValueError(
+            f"example {ex.id}: {sorted(named - set(policy.codes))} not in {policy.ref}"
+        )
     cats: list[Category] = list(policy.categories)
-    violated = set(ex.categories)
+    violated = [c for c in cats if c.code in named]
+    others = [c for c in cats if c.code not in named]
     unsafe = ex.unsafe
 
-    if aug.drop_violated and unsafe and rng.random() < aug.probability:
-        cats = [c for c in cats if c.code not in violated]
-        unsafe, violated = False, set()
+    if aug.drop_violated and unsafe and others and rng.random() < aug.probability:
+        # Under the policy it is given (without the categories it violates) the turn is safe.
+        cats, violated, unsafe = others, [], False
     elif aug.drop_categories and rng.random() < aug.probability:
-        others = [c for c in cats if c.code not in violated]
-        keep = set(rng.sample([c.code for c in others], rng.randint(0, len(others))))
-        cats = [c for c in cats if c.code in violated or c.code in keep]
-    if not cats:  # a prompt needs at least one category
-        cats = [c for c in policy.categories if c.code not in violated][:1] or cats
+        least = 0 if violated else 1  # a prompt lists at least one category
+        keep = set(rng.sample([c.code for c in others], rng.randint(least, len(others))))
+        cats = [c for c in cats if c in violated or c.code in keep]
 
     mapping = {c.code: c.code for c in cats}
     if aug.shuffle_codes and rng.random() < aug.probability:
@@ -76,10 +97,9 @@ def format_example(
         prefix = _code_prefix(policy)
         mapping = {c.code: f"{prefix}{i}" for i, c in enumerate(cats, 1)}
         cats = [Category(mapping[c.code], c.name, c.description) for c in cats]
-    codes = tuple(mapping[c] for c in ex.categories if c in violated and c in mapping)
     # Answer codes follow the order of the prompt's category list.
     order = {c.code: i for i, c in enumerate(cats)}
-    codes = tuple(sorted(codes, key=order.__getitem__))
+    codes = tuple(sorted((mapping[c.code] for c in violated), key=order.__getitem__))
     prompt = render_prompt(
         ex.turns, ex.side, policy, fmt, categories=cats, special_tokens=special_tokens
     )

@@ -22,7 +22,14 @@ from guard.serving import deployment_parameters, scorer_config
 from guard.settings import Settings
 from guard.taxonomy import PolicyRegistry
 from training import promote
-from training.dataset import Example, Rejection, join_reviews, read_rows, write_snapshot
+from training.dataset import (
+    Example,
+    Rejection,
+    join_reviews,
+    read_rows,
+    trainable,
+    write_snapshot,
+)
 from training.evaluate import evaluate_in_process
 from training.finetune import FinetuneConfig, finetune
 from training.formatting import Augmentations
@@ -70,8 +77,9 @@ def collect_examples(
     examples, rejected = join_reviews(flagged, reviews, policies)
     for path in s.training.seed_data:
         seed, bad = read_rows(path, policies)
-        examples += seed
-        rejected += bad
+        usable, untrainable = trainable(seed)
+        examples += usable
+        rejected += bad + untrainable
     return examples, rejected
 
 

@@ -178,3 +178,20 @@ def test_seed_rows_that_cannot_be_read_are_listed(tmp_path: Path) -> None:
     assert [r.id for r in rows] == ["a"]
     assert [b.ref for b in bad] == [f"{path}:2", f"{path}:3", f"{path}:4"]
     assert "unknown categories" in bad[2].reason
+
+
+def test_rows_with_binary_labels_only_are_left_out_of_training_with_the_reason() -> None:
+    """Evaluation sets may say only safe/unsafe; a training answer needs the codes, and
+    relabelling such a row safe would teach the model to pass it."""
+    from training.dataset import trainable
+
+    turns = (Turn(Role.USER, "x"),)
+    good = [
+        Example("a", "a", turns, True, ("O3",)),
+        Example("b", "b", turns, False, ()),
+    ]
+    bad = [Example("c", "c", turns, True, ()), Example("d", "d", turns, False, ("O1",))]
+    usable, refused = trainable([good[0], bad[0], good[1], bad[1]])
+    assert usable == good
+    assert [r.ref for r in refused] == ["c", "d"]
+    assert all("needs its violated categories" in r.reason for r in refused)
