@@ -58,7 +58,9 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
             return
         log.info("triton model %s ready (versions %s)", meta.get("name"), meta.get("versions"))
         state["client"] = client
-        state["moderator"] = Moderator(s, client, send, metrics)
+        moderator = Moderator(s, client, send, metrics)
+        await moderator.learn_default_policy()
+        state["moderator"] = moderator
 
     @app.agent(input_topic)
     async def moderate(stream: faust.StreamT) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from guard.conversation import Turn
+from guard.conversation import Role, Turn
 from guard.errors import InvalidInput
 from guard.events import (
     ChatTurn,
@@ -75,6 +75,26 @@ class Moderator:
         )
         self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
         self._model = settings.triton.model_name
+        #: The served model's own default policy, as its verdicts report it: named by the
+        #: fail-closed verdicts of turns that name no policy, when the deployment sets none.
+        self.served_default_policy: str | None = None
+
+    @property
+    def fail_closed_policy(self) -> str | None:
+        """Policy id of a fail-closed verdict for a turn that names none: the deployment's
+        default, else the served model's (None: neither known, ``routing`` falls back)."""
+        return self.s.policy.default_policy_id or self.served_default_policy
+
+    async def learn_default_policy(self) -> None:
+        """Ask the served model which policy it applies to turns that name none (one fixed
+        probe turn; a failure leaves it to be learnt from the first such verdict)."""
+        probe = ClassifyRequest((Turn(Role.USER, "Hello."),), Role.USER)
+        try:
+            result = await self.client.classify(probe)
+        except Exception as exc:  # the stream must start all the same
+            log.warning("could not learn the served model's default policy: %s", exc)
+            return
+        self.served_default_policy = result.answer.policy.id
 
     def plan(self, batch: Sequence[RawMessage]) -> list[Planned]:
         """Decode each message and attach its conversation, in arrival order."""
@@ -109,7 +129,7 @@ class Moderator:
             return [await self._dead_letter(p.msg, p.error or "malformed", "malformed")]
         if p.fail_closed is not None:
             verdict = fail_closed_verdict(
-                p.turn, p.fail_closed, self._model, self.s.policy.default_policy_id
+                p.turn, p.fail_closed, self._model, self.fail_closed_policy
             )
             return await self._deliver(p, verdict, ())
         req = ClassifyRequest(p.turns, p.turn.role, p.turn.policy_id or "")
@@ -122,11 +142,11 @@ class Moderator:
                     if isinstance(exc, TooSlow)
                     else FailClosed.REJECTED_BY_MODEL
                 )
-                verdict = fail_closed_verdict(
-                    p.turn, reason, self._model, self.s.policy.default_policy_id
-                )
+                verdict = fail_closed_verdict(p.turn, reason, self._model, self.fail_closed_policy)
                 return await self._deliver(p, verdict, req.turns[:-1], f"{reason}: {exc}")
         self.metrics.triton_latency.observe(result.latency_ms / 1000.0)
+        if not req.policy_id:  # the model (or a promoted one) says what its default is
+            self.served_default_policy = result.answer.policy.id
         band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
         context = req.turns[:-1]
         return await self._deliver(p, verdict_for(p.turn, result, context, band), context)

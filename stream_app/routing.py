@@ -109,8 +109,10 @@ def fail_closed_verdict(
     """Unsafe, to review, with ``reason``: the verdict of a turn no model judged whole.
 
     No model version or policy version answered, so both are empty; the policy id
-    is the turn's own, else the deployment's default (``GUARDSTREAM_POLICY__
-    DEFAULT_POLICY_ID``), else ``llama-guard-1``, so that a reviewer knows its categories.
+    is the turn's own, else ``default_policy_id`` (the deployment's
+    ``GUARDSTREAM_POLICY__DEFAULT_POLICY_ID``, else the served model's own default as
+    its verdicts report it), else ``llama-guard-1``, so that a reviewer knows its
+    categories.
     """
     policy = PolicyRef(turn.policy_id or default_policy_id or DEFAULT_POLICY_ID, "")
     return VerdictEvent(
