@@ -321,7 +321,15 @@ class TrainingSettings(BaseModel):
     min_examples: int = Field(
         10, ge=1, description="Fewer reviewed examples than this: retraining is skipped."
     )
-    seed: int = Field(0, description="Seed of splits, augmentations and training.")
+    seed: int = Field(0, description="Seed of augmentations and training.")
+    split_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key of the train/validation split (an HMAC of the conversation id): without"
+            " it, whoever picks conversation ids cannot pick the split. Unset: a random key"
+            " made once and kept in `<model repository>/.guardstream/split.key`."
+        ),
+    )
 
 
 class LocalSettings(BaseModel):

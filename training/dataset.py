@@ -6,16 +6,25 @@ Rows use the evaluation format (one JSON object per line)::
      "conversation": [{"role": "user", "content": "..."}, ...],
      "label": "safe" | "unsafe", "categories": ["O3"], "policy_id": "llama-guard-1"}
 
-The side checked is the role of the last turn. The split is a hash of the
-conversation id, so a conversation never straddles train and validation and
-a row keeps its split across runs and dataset versions.
+The side checked is the role of the last turn. The split is a keyed hash (HMAC) of the
+conversation id, so a conversation never straddles train and validation, a row keeps its
+split across runs and dataset versions, and a producer, who chooses conversation ids,
+cannot choose the split without the deployment's key.
+
+Reviews are resolved by a stated rule (:func:`consensus`): each reviewer's latest decision
+in the order the broker received them counts (the event's own ``reviewed_at`` decides
+nothing, so a review dated in the future overrides nobody); a label needs a strict
+majority of the reviewers; a tie waits for another review and is left out meanwhile.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +34,7 @@ import orjson
 
 from guard.conversation import Role, Turn, check_conversation, parse_turns, turns_to_rows
 from guard.errors import InvalidInput
-from guard.events import EventError, ReviewEvent, decode_review, parse_rfc3339
+from guard.events import Decision, EventError, ReviewEvent, decode_review
 from guard.taxonomy import DEFAULT_POLICY_ID, PolicyRegistry
 
 
@@ -142,7 +151,9 @@ def join_reviews(
 ) -> tuple[list[Example], list[Rejection]]:
     """Examples from review decisions joined with their flagged turns.
 
-    The latest decision (by ``reviewed_at``) per flagged turn wins. A review
+    ``reviews`` in the order the broker holds them (one partition per flagged turn, as
+    the reviews topic is keyed). Per flagged turn, each reviewer's latest decision counts
+    and :func:`consensus` decides. A review
     that is malformed, names an unknown turn, a turn whose flagged record holds
     only part of it (the label is about text not kept) or that failed closed (no
     model could judge it as it is, so neither can retraining or its evaluation),
@@ -156,7 +167,7 @@ def join_reviews(
             turns[str(event["flagged_id"])] = event
         except (orjson.JSONDecodeError, KeyError, TypeError):
             continue  # the worker wrote it; a bad one cannot be reviewed anyway
-    latest: dict[str, ReviewEvent] = {}
+    latest: dict[str, dict[str, ReviewEvent]] = {}
     rejected: list[Rejection] = []
     for raw in reviews:
         try:
@@ -195,11 +206,14 @@ def join_reviews(
                 )
             )
             continue
-        prev = latest.get(review.flagged_id)
-        if prev is None or parse_rfc3339(review.reviewed_at) >= parse_rfc3339(prev.reviewed_at):
-            latest[review.flagged_id] = review
+        latest.setdefault(review.flagged_id, {})[review.reviewer] = review
     examples = []
-    for fid, review in sorted(latest.items()):
+    for fid, by_reviewer in sorted(latest.items()):
+        decided = consensus(list(by_reviewer.values()))
+        if isinstance(decided, str):
+            rejected.append(Rejection(fid, decided))
+            continue
+        label, codes = decided
         event = turns[fid]
         turn = event["turn"]
         convo = [*event.get("context", []), {"role": turn["role"], "content": turn["content"]}]
@@ -208,8 +222,8 @@ def join_reviews(
                 id=fid,
                 conversation_id=str(turn["conversation_id"]),
                 turns=parse_turns(convo),
-                unsafe=review.label.value == "unsafe",
-                categories=review.categories,
+                unsafe=label is Decision.UNSAFE,
+                categories=codes,
                 policy_id=str(event["verdict"]["policy_id"]),
                 source="review",
             )
@@ -224,9 +238,31 @@ def _ref(raw: bytes | None) -> str:
         return "?"
 
 
-def split_of(conversation_id: str, validation_fraction: float, seed: int = 0) -> str:
-    """``train`` or ``validation``, stable for a conversation id across runs."""
-    digest = hashlib.sha256(f"{seed}:{conversation_id}".encode()).digest()
+def consensus(decisions: Sequence[ReviewEvent]) -> tuple[Decision, tuple[str, ...]] | str:
+    """The label of a flagged turn from its reviewers' decisions (one each), or why none.
+
+    The label needs a strict majority of the reviewers (one reviewer is a majority of
+    one); a tie is left out until a further review breaks it. An unsafe label's
+    categories are those a majority of the unsafe reviewers named, else every one they
+    named.
+    """
+    labels = Counter(d.label for d in decisions)
+    label, votes = labels.most_common(1)[0]
+    if votes * 2 <= len(decisions):
+        tally = ", ".join(f"{n} {lab.value}" for lab, n in sorted(labels.items()))
+        return f"reviewers disagree ({tally}): a further review decides"
+    if label is Decision.SAFE:
+        return label, ()
+    agreeing = [d for d in decisions if d.label is label]
+    named = Counter(c for d in agreeing for c in set(d.categories))
+    majority = sorted(c for c, n in named.items() if n * 2 > len(agreeing))
+    return label, tuple(majority or sorted(named))
+
+
+def split_of(conversation_id: str, validation_fraction: float, key: bytes) -> str:
+    """``train`` or ``validation``: a keyed hash of the conversation id, stable across runs
+    for one key, and unpredictable to whoever chooses conversation ids without it."""
+    digest = hmac.new(key, conversation_id.encode(), hashlib.sha256).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64
     return "validation" if bucket < validation_fraction else "train"
 
@@ -243,7 +279,7 @@ def write_snapshot(
     root: Path,
     examples: Sequence[Example],
     validation_fraction: float,
-    seed: int = 0,
+    split_key: bytes,
     rejected: Sequence[Rejection] = (),
 ) -> Snapshot:
     """Write ``root/<version>/{train,validation}.jsonl`` + ``manifest.json`` atomically.
@@ -253,7 +289,7 @@ def write_snapshot(
     ordered = sorted(examples, key=lambda e: e.id)
     splits: dict[str, list[Example]] = {"train": [], "validation": []}
     for e in ordered:
-        splits[split_of(e.conversation_id, validation_fraction, seed)].append(e)
+        splits[split_of(e.conversation_id, validation_fraction, split_key)].append(e)
     blobs = {
         name: b"".join(orjson.dumps(e.to_row()) + b"\n" for e in rows)
         for name, rows in splits.items()
@@ -270,7 +306,7 @@ def write_snapshot(
                 {
                     "version": version,
                     "validation_fraction": validation_fraction,
-                    "seed": seed,
+                    "split": "HMAC-SHA256 of the conversation id (key not recorded)",
                     "counts": {k: len(v) for k, v in splits.items()},
                     "unsafe": {k: sum(e.unsafe for e in v) for k, v in splits.items()},
                     "rejected": [{"ref": r.ref, "reason": r.reason} for r in rejected],
@@ -280,3 +316,24 @@ def write_snapshot(
         )
         os.replace(tmp, final)
     return Snapshot(final, version, splits["train"], splits["validation"])
+
+
+def split_key(configured: bytes | None, key_file: Path) -> bytes:
+    """The split key: the configured one, else the one kept in ``key_file`` (made once,
+    readable by its owner only, and kept with the model repository so that every run
+    splits alike)."""
+    if configured:
+        return configured
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, key_file)  # atomic, and never replaces a key another run made
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return key_file.read_bytes()

@@ -27,6 +27,7 @@ from training.dataset import (
     Rejection,
     join_reviews,
     read_rows,
+    split_key,
     trainable,
     write_snapshot,
 )
@@ -102,9 +103,9 @@ def retrain(
         return RetrainResult(
             "skipped", f"{len(examples)} examples (< {t.min_examples})", rejected_reviews=rej
         )
-    snap = write_snapshot(
-        t.work_dir / "datasets", examples, t.validation_fraction, t.seed, rejected
-    )
+    configured = t.split_key.get_secret_value().encode() if t.split_key else None
+    key = split_key(configured, s.local.model_repository / ".guardstream" / "split.key")
+    snap = write_snapshot(t.work_dir / "datasets", examples, t.validation_fraction, key, rejected)
     log.info(
         "dataset %s: %d train, %d validation (%d reviewed)",
         snap.version,
