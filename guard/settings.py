@@ -322,6 +322,15 @@ class TrainingSettings(BaseModel):
         10, ge=1, description="Fewer reviewed examples than this: retraining is skipped."
     )
     seed: int = Field(0, description="Seed of augmentations and training.")
+    head_pull: float = Field(
+        0.05,
+        gt=0,
+        description=(
+            "Retraining an encoder guard (the shipped default): weight of the squared"
+            " distance of its heads to the serving heads; larger keeps the candidate closer"
+            " to the serving model."
+        ),
+    )
     split_key: SecretStr | None = Field(
         None,
         description=(

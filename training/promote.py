@@ -44,16 +44,21 @@ def serving_version(model_dir: Path) -> int:
     return found[-1]
 
 
-def checkpoint_of(model_dir: Path, version: int) -> Path:
-    """Where version ``version`` loads its weights from (as the Triton model does)."""
+def checkpoint_of(model_dir: Path, version: int, default: Path | None = None) -> Path:
+    """Where version ``version`` loads its weights from (as the Triton model does): its
+    own ``checkpoint/``, else ``$GUARDSTREAM_MODEL_CHECKPOINT``, else ``default`` (the
+    ``checkpoint`` parameter, or the shipped model a local run serves)."""
     own = model_dir / str(version) / "checkpoint"
     if own.is_dir():
         return own
     env = os.environ.get(CHECKPOINT_ENV)
     if env and Path(env).is_dir():
         return Path(env)
+    if default is not None and default.is_dir():
+        return default
     raise FileNotFoundError(
-        f"version {version} has no checkpoint/ directory and ${CHECKPOINT_ENV} is unset"
+        f"version {version} has no checkpoint/ directory, ${CHECKPOINT_ENV} is unset"
+        + (f" and {default} is not a directory" if default is not None else "")
     )
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from guard.families import format_for
-from guard.loaders import load_guard
+from guard.loaders import load_guard, read_manifest
 from guard.serving import deployment_parameters, scorer_config
 from guard.settings import Settings
 from guard.taxonomy import PolicyRegistry
+from stream_app.launchers.model import SHIPPED_MODEL
 from training import promote
 from training.dataset import (
     Example,
@@ -31,6 +32,7 @@ from training.dataset import (
     trainable,
     write_snapshot,
 )
+from training.encoder_retrain import HeadUpdate, retrain_heads
 from training.evaluate import evaluate_in_process
 from training.finetune import FinetuneConfig, finetune
 from training.formatting import Augmentations
@@ -129,29 +131,38 @@ def retrain(
     params = {**model_parameters(model_dir), **deployment_parameters(s.policy)}
     scorer = scorer_config(params)
     serving_v = promote.serving_version(model_dir)
-    serving_ckpt = promote.checkpoint_of(model_dir, serving_v)
-    base = t.base_checkpoint or serving_ckpt
-    fmt = format_for(Path(base), scorer.prompt_format)
-    run_dir = t.work_dir / "runs" / f"{snap.version}-{int(time.time())}"
-    candidate_ckpt = finetune(
-        base,
-        snap.train,
-        policies,
-        run_dir,
-        FinetuneConfig(
-            prompt_format=fmt,
-            epochs=t.epochs,
-            max_steps=t.max_steps,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            lora=t.lora,
-            lora_rank=t.lora_rank,
-            seed=t.seed,
-            augmentations=Augmentations(
-                t.drop_categories, t.drop_violated, t.shuffle_codes, t.augment_probability
-            ),
-        ),
+    serving_ckpt = promote.checkpoint_of(
+        model_dir,
+        serving_v,
+        Path(params["checkpoint"]) if "checkpoint" in params else SHIPPED_MODEL,
     )
+    base = Path(t.base_checkpoint or serving_ckpt)
+    run_dir = t.work_dir / "runs" / f"{snap.version}-{int(time.time())}"
+    lineage = {"base": str(base), "serving_version": serving_v, "dataset": snap.version}
+    if read_manifest(base)["kind"] == "encoder-head":
+        candidate_ckpt = retrain_heads(
+            base, snap.train, policies, run_dir, HeadUpdate(pull=t.head_pull), lineage
+        )
+    else:
+        candidate_ckpt = finetune(
+            base,
+            snap.train,
+            policies,
+            run_dir,
+            FinetuneConfig(
+                prompt_format=format_for(base, scorer.prompt_format),
+                epochs=t.epochs,
+                max_steps=t.max_steps,
+                batch_size=t.batch_size,
+                learning_rate=t.learning_rate,
+                lora=t.lora,
+                lora_rank=t.lora_rank,
+                seed=t.seed,
+                augmentations=Augmentations(
+                    t.drop_categories, t.drop_violated, t.shuffle_codes, t.augment_probability
+                ),
+            ),
+        )
     cand = evaluate_in_process(load_guard(candidate_ckpt, scorer), snap.validation, policies)
     serv = evaluate_in_process(load_guard(serving_ckpt, scorer), snap.validation, policies)
     print(table(serv, f"serving version {serving_v} on validation ({snap.version})"))
