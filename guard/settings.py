@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard.prompt import PromptFormat
 
+#: The regression set that ships with guardstream (``data/regression.jsonl``).
+REGRESSION_SET = Path(__file__).resolve().parents[1] / "data" / "regression.jsonl"
+
 
 class SecurityProtocol(StrEnum):
     PLAINTEXT = "PLAINTEXT"
@@ -316,7 +319,40 @@ class TrainingSettings(BaseModel):
         0.3, ge=0, le=1, description="Chance that each augmentation applies to an example."
     )
     promotion_margin: float = Field(
-        0.01, ge=0, description="AUPRC the candidate must gain over the serving version."
+        0.01,
+        ge=0,
+        description="Validation AUPRC the candidate must gain over the serving version.",
+    )
+    regression_data: Path | None = Field(
+        None,
+        description=(
+            "Fixed regression set (evaluation JSONL, public held-out data never trained on):"
+            " the candidate may not do worse on it than the serving version (the gate's"
+            " tolerances). Unset: the one guardstream ships, `data/regression.jsonl`."
+        ),
+    )
+    regression_gate: bool = Field(
+        True, description="Hold candidates to the regression set (false: validation only)."
+    )
+    gate_min_rows: int = Field(
+        30,
+        ge=1,
+        description=(
+            "Rows an evaluation set, side or category needs for the gate to count it; a"
+            " validation split this small fails the gate."
+        ),
+    )
+    gate_auprc_tolerance: float = Field(
+        0.01, ge=0, description="Regression-set AUPRC the candidate may lose."
+    )
+    gate_recall_tolerance: float = Field(
+        0.02, ge=0, description="Recall per side, at the operating threshold, it may lose."
+    )
+    gate_fpr_tolerance: float = Field(
+        0.01, ge=0, description="False-positive rate per side it may add."
+    )
+    gate_category_tolerance: float = Field(
+        0.05, ge=0, description="AUPRC per category it may lose."
     )
     min_examples: int = Field(
         10, ge=1, description="Fewer reviewed examples than this: retraining is skipped."

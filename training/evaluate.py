@@ -30,6 +30,9 @@ def report_from_scores(
     labels = [e.unsafe for e in examples]
     report = binary_report(labels, scores, predicted)
     report["per_category"] = per_category_auprc(labels, [e.categories for e in examples], scores)
+    report["category_rows"] = {
+        code: sum(code in e.categories for e in examples) for code in report["per_category"]
+    }
 
     def subset(idx: list[int], keys: Sequence[str]) -> dict[str, Any]:
         sub = binary_report(
@@ -40,7 +43,7 @@ def report_from_scores(
     for side in ("user", "agent"):
         idx = [i for i, e in enumerate(examples) if e.side.value == side]
         if idx:
-            report[f"{side}_side"] = subset(idx, ("n", "auprc", "f1", "fpr"))
+            report[f"{side}_side"] = subset(idx, ("n", "positives", "auprc", "recall", "f1", "fpr"))
     sources = sorted({e.source for e in examples})
     if len(sources) > 1:
         report["per_source"] = {

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from guard.families import format_for
-from guard.loaders import load_guard, read_manifest
+from guard.loaders import MANIFEST, load_guard, read_manifest
 from guard.serving import deployment_parameters, scorer_config
-from guard.settings import Settings
+from guard.settings import REGRESSION_SET, Settings
 from guard.taxonomy import PolicyRegistry
 from stream_app.launchers.model import SHIPPED_MODEL
 from training import promote
@@ -36,6 +36,7 @@ from training.encoder_retrain import HeadUpdate, retrain_heads
 from training.evaluate import evaluate_in_process
 from training.finetune import FinetuneConfig, finetune
 from training.formatting import Augmentations
+from training.gate import GateRules, failures, gate, passed
 from training.metrics import table
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class RetrainResult:
     rejected_reviews: list[dict[str, str]] = field(default_factory=list)
     #: Per Triton replica, the versions it serves after the reload (or why it did not load).
     replicas: dict[str, list[str] | str] = field(default_factory=dict)
+    #: Both models on the regression set, and every check of the gate.
+    regression: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -163,25 +167,59 @@ def retrain(
                 ),
             ),
         )
-    cand = evaluate_in_process(load_guard(candidate_ckpt, scorer), snap.validation, policies)
-    serv = evaluate_in_process(load_guard(serving_ckpt, scorer), snap.validation, policies)
-    print(table(serv, f"serving version {serving_v} on validation ({snap.version})"))
-    print(table(cand, "candidate on validation"))
-    result = RetrainResult("rejected", "", snap.version, serving_v, None, cand, serv, rej)
-    c_auprc, s_auprc = cand["auprc"] or 0.0, serv["auprc"] or 0.0
-    if c_auprc >= s_auprc + t.promotion_margin:
+    sets = {"validation": snap.validation}
+    if t.regression_gate:
+        path = t.regression_data or REGRESSION_SET
+        regression, unreadable = read_rows(path, policies)
+        if unreadable:
+            raise ValueError(f"{path}: unreadable rows {unreadable[:3]}")
+        sets["regression"] = regression
+    cand_guard, serv_guard = load_guard(candidate_ckpt, scorer), load_guard(serving_ckpt, scorer)
+    cand = {k: evaluate_in_process(cand_guard, xs, policies) for k, xs in sets.items()}
+    serv = {k: evaluate_in_process(serv_guard, xs, policies) for k, xs in sets.items()}
+    for name in sets:
+        print(table(serv[name], f"serving version {serving_v} on {name} ({snap.version})"))
+        print(table(cand[name], f"candidate on {name}"))
+    checks = gate(cand, serv, gate_rules(s))
+    result = RetrainResult(
+        "rejected", "", snap.version, serving_v, None, cand["validation"], serv["validation"], rej
+    )
+    result.regression = {"candidate": cand.get("regression"), "serving": serv.get("regression")}
+    result.checks = [c.to_dict() for c in checks]
+    if passed(checks):
+        record_lineage(
+            candidate_ckpt,
+            {**lineage, "checks": result.checks, "validation": cand["validation"]},
+        )
         result.new_version = promote.promote(model_dir, candidate_ckpt)
         result.status = "promoted"
-        result.reason = f"AUPRC {c_auprc:.4f} >= {s_auprc:.4f} + {t.promotion_margin}"
+        result.reason = f"passed all {len(checks)} checks of the gate"
         if reload:
             result.replicas = promote.reload_replicas(
                 s.triton.control_targets, s.triton.model_name, s.triton.model_control_key
             )
             log.info("triton replicas serve %s versions %s", s.triton.model_name, result.replicas)
     else:
-        result.reason = (
-            f"AUPRC {c_auprc:.4f} < {s_auprc:.4f} + margin "
-            f"{t.promotion_margin}: serving version {serving_v} stays"
-        )
+        result.reason = f"{failures(checks)}: serving version {serving_v} stays"
     (run_dir / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
     return result
+
+
+def gate_rules(s: Settings) -> GateRules:
+    t = s.training
+    return GateRules(
+        margin=t.promotion_margin,
+        min_rows=t.gate_min_rows,
+        auprc_tolerance=t.gate_auprc_tolerance,
+        recall_tolerance=t.gate_recall_tolerance,
+        fpr_tolerance=t.gate_fpr_tolerance,
+        category_tolerance=t.gate_category_tolerance,
+    )
+
+
+def record_lineage(checkpoint: Path, lineage: dict[str, Any]) -> None:
+    """Add where ``checkpoint`` comes from (base, serving version, dataset snapshot, the
+    gate's checks and numbers) to its manifest, which a promoted version keeps."""
+    manifest = read_manifest(checkpoint)
+    manifest["lineage"] = lineage
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
