@@ -49,6 +49,9 @@ class ReviewReason(StrEnum):
     PARSE_ERROR = "parse_error"
     UNCERTAIN = "uncertain"
     FAIL_CLOSED = "fail_closed"
+    #: A confident verdict sampled for review (``policy.audit_rate``), so that misses
+    #: are found and the reviewed data reflects traffic.
+    AUDIT = "audit"
 
 
 class FailClosed(StrEnum):

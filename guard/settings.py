@@ -268,6 +268,24 @@ class PolicySettings(BaseModel):
     policy_dir: Path | None = Field(
         None, description="Directory of custom policy files (*.yaml, *.json)."
     )
+    audit_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "Share of the verdicts that would not go to review (confident safe ones) sent"
+            " to review anyway, reason `audit`: the misses no other rule flags are found,"
+            " and the reviewed data reflects traffic. 0: no audit sample."
+        ),
+    )
+    audit_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key of the audit sample's choice (an HMAC of the event id): producers, who"
+            " choose event ids, cannot steer their turns out of it. Unset: a random key per"
+            " worker process (the same turn may then be sampled differently after a restart)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _band_ordered(self) -> PolicySettings:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,13 @@ from guard.protocol import ClassifyRequest, RequestRejected
 from guard.settings import Settings
 from stream_app.context_cache import ContextCache
 from stream_app.metrics import WorkerMetrics
-from stream_app.routing import conversation_for, fail_closed_verdict, output_key, verdict_for
+from stream_app.routing import (
+    audited,
+    conversation_for,
+    fail_closed_verdict,
+    output_key,
+    verdict_for,
+)
 from stream_app.triton_client import GuardClient, TooSlow
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,8 @@ class Moderator:
         )
         self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
         self._model = settings.triton.model_name
+        key = settings.policy.audit_key
+        self._audit_key = key.get_secret_value().encode() if key else secrets.token_bytes(32)
         #: The served model's own default policy, as its verdicts report it: named by the
         #: fail-closed verdicts of turns that name no policy, when the deployment sets none.
         self.served_default_policy: str | None = None
@@ -149,7 +158,9 @@ class Moderator:
             self.served_default_policy = result.answer.policy.id
         band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
         context = req.turns[:-1]
-        return await self._deliver(p, verdict_for(p.turn, result, context, band), context)
+        audit = audited(p.turn.event_id, self.s.policy.audit_rate, self._audit_key)
+        verdict = verdict_for(p.turn, result, context, band, audit)
+        return await self._deliver(p, verdict, context)
 
     async def _deliver(
         self,

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 
 from guard.conversation import Role, Turn
@@ -56,9 +57,14 @@ def conversation_for(
 
 
 def review_reasons(
-    unsafe: bool, parse_error: bool, p_unsafe: float, band: tuple[float, float]
+    unsafe: bool,
+    parse_error: bool,
+    p_unsafe: float,
+    band: tuple[float, float],
+    audit: bool = False,
 ) -> tuple[ReviewReason, ...]:
-    """Why a verdict goes to human review (empty: it does not)."""
+    """Why a verdict goes to human review (empty: it does not). ``audit``: the turn is
+    in the audit sample, which only counts for a verdict no other rule sends."""
     reasons = []
     if unsafe:
         reasons.append(ReviewReason.UNSAFE)
@@ -66,11 +72,27 @@ def review_reasons(
         reasons.append(ReviewReason.PARSE_ERROR)
     if band[0] <= p_unsafe <= band[1]:
         reasons.append(ReviewReason.UNCERTAIN)
+    if audit and not reasons:
+        reasons.append(ReviewReason.AUDIT)
     return tuple(reasons)
 
 
+def audited(event_id: str, rate: float, key: bytes) -> bool:
+    """Whether the turn ``event_id`` is in the audit sample: a keyed hash of its id below
+    ``rate`` (the same turn, redelivered, is chosen alike; without the key, a producer
+    cannot tell which ids are chosen)."""
+    if rate <= 0:
+        return False
+    digest = hmac.new(key, event_id.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") < rate * 2**64
+
+
 def verdict_for(
-    turn: ChatTurn, r: Classification, context: Sequence[Turn], band: tuple[float, float]
+    turn: ChatTurn,
+    r: Classification,
+    context: Sequence[Turn],
+    band: tuple[float, float],
+    audit: bool = False,
 ) -> VerdictEvent:
     """The verdict event for ``turn`` judged as ``r`` after the turns ``context``.
 
@@ -90,7 +112,7 @@ def verdict_for(
         p_unsafe=round(a.p_unsafe, 6),
         categories=a.categories,
         parse_error=a.parse_error,
-        review_reasons=review_reasons(a.unsafe, a.parse_error, a.p_unsafe, band),
+        review_reasons=review_reasons(a.unsafe, a.parse_error, a.p_unsafe, band, audit),
         policy=a.policy,
         model_name=r.model_name,
         model_version=r.model_version,

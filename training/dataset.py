@@ -225,7 +225,8 @@ def join_reviews(
                 unsafe=label is Decision.UNSAFE,
                 categories=codes,
                 policy_id=str(event["verdict"]["policy_id"]),
-                source="review",
+                # A turn sampled from confident verdicts: the slice that shows misses.
+                source="audit" if event.get("reasons") == ["audit"] else "review",
             )
         )
     return examples, rejected

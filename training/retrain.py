@@ -104,7 +104,7 @@ def retrain(
     for r in rejected:
         log.warning("left out %s: %s", r.ref, r.reason)
     rej = [{"ref": r.ref, "reason": r.reason} for r in rejected]
-    reviewed = [e for e in examples if e.source == "review"]
+    reviewed = [e for e in examples if e.source in ("review", "audit")]
     if len(examples) < t.min_examples:
         return RetrainResult(
             "skipped", f"{len(examples)} examples (< {t.min_examples})", rejected_reviews=rej

@@ -248,3 +248,19 @@ def test_rows_with_binary_labels_only_are_left_out_of_training_with_the_reason()
     assert usable == good
     assert [r.ref for r in refused] == ["c", "d"]
     assert all("needs its violated categories" in r.reason for r in refused)
+
+
+def test_a_reviewed_audit_turn_is_marked_as_the_audit_slice() -> None:
+    """Turns sampled from confident verdicts show the misses: evaluation reports them as
+    their own source."""
+    audit = orjson.loads(flagged("f1"))
+    audit["reasons"] = ["audit"]
+    examples, _ = join_reviews(
+        [orjson.dumps(audit), flagged("f2")],
+        [
+            review("f1", "unsafe", ["O3"], "2026-11-28T10:00:00Z"),
+            review("f2", "safe", [], "2026-11-28T10:00:00Z"),
+        ],
+        PolicyRegistry(),
+    )
+    assert {e.id: e.source for e in examples} == {"f1": "audit", "f2": "review"}

@@ -130,3 +130,25 @@ def test_a_fail_closed_turn_names_the_deployments_default_policy() -> None:
     assert fail_closed_verdict(own, FailClosed.TOO_LARGE, "guard", "llama-guard-3").policy.id == (
         "shop"
     )
+
+
+def test_the_audit_sample_is_keyed_stable_and_about_the_rate() -> None:
+    from stream_app.routing import audited
+
+    ids = [f"evt-{i}" for i in range(20_000)]
+    chosen = [audited(i, 0.05, b"key-a") for i in ids]
+    assert chosen == [audited(i, 0.05, b"key-a") for i in ids]  # a redelivery alike
+    assert 0.04 < sum(chosen) / len(ids) < 0.06
+    other = [audited(i, 0.05, b"key-b") for i in ids]
+    assert sum(a and b for a, b in zip(chosen, other, strict=True)) < 0.2 * sum(chosen)
+    assert not any(audited(i, 0.0, b"key-a") for i in ids[:1000])
+    assert all(audited(i, 1.0, b"key-a") for i in ids[:1000])
+
+
+def test_an_audited_turn_goes_to_review_only_when_nothing_else_sends_it() -> None:
+    from guard.events import ReviewReason
+
+    assert review_reasons(False, False, 0.01, BAND, audit=True) == (ReviewReason.AUDIT,)
+    assert review_reasons(False, False, 0.01, BAND, audit=False) == ()
+    assert review_reasons(True, False, 0.99, BAND, audit=True) == (ReviewReason.UNSAFE,)
+    assert review_reasons(False, False, 0.5, BAND, audit=True) == (ReviewReason.UNCERTAIN,)

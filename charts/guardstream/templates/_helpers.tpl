@@ -327,6 +327,7 @@ GUARDSTREAM_TRITON__MODEL_NAME: {{ .Values.triton.modelName | quote }}
 {{ include "guardstream.policySettings" . }}
 GUARDSTREAM_POLICY__REVIEW_BAND_LOW: {{ .Values.policy.reviewBandLow | toString | quote }}
 GUARDSTREAM_POLICY__REVIEW_BAND_HIGH: {{ .Values.policy.reviewBandHigh | toString | quote }}
+GUARDSTREAM_POLICY__AUDIT_RATE: {{ .Values.policy.auditRate | toString | quote }}
 {{- end }}
 
 {{/*

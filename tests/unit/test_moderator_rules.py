@@ -1,5 +1,5 @@
-"""Which policy a fail-closed verdict names when the turn names none (pure logic: the
-Triton client is a stand-in that answers as a served Llama Guard 3 would)."""
+"""The moderator's rules with a stand-in Triton client (pure logic; the stand-in answers
+as a served Llama Guard 3 would): the policy a fail-closed verdict names, the audit sample."""
 
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ class ServedLlamaGuard3:
         return Classification(ItemAnswer(0.01, False, (), False, policy), "guard", "1", 5.0)
 
 
-def _fail_closed_policy(settings: Settings, client: ServedLlamaGuard3, learn: bool) -> str:
-    sent: list[bytes] = []
+def _moderate(
+    settings: Settings, client: ServedLlamaGuard3, text: str, learn: bool = True
+) -> dict[str, list[dict[str, object]]]:
+    """What the moderator sends for one user turn ``text``, by topic."""
+    sent: dict[str, list[dict[str, object]]] = {}
 
     async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        if topic == settings.topics.verdicts:
-            sent.append(value)
+        sent.setdefault(topic, []).append(orjson.loads(value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -48,12 +50,16 @@ def _fail_closed_policy(settings: Settings, client: ServedLlamaGuard3, learn: bo
         moderator = Moderator(settings, client, send, WorkerMetrics())  # type: ignore[arg-type]
         if learn:
             await moderator.learn_default_policy()
-        turn = ChatTurn("e1", "c1", 0, Role.USER, "a slow turn", now_rfc3339())
+        turn = ChatTurn("e1", "c1", 0, Role.USER, text, now_rfc3339())
         msg = RawMessage(b"c1", orjson.dumps(turn.to_dict()), "chat-turns.v1", 0, 0)
         await moderator.run(moderator.plan([msg]))
 
     asyncio.run(run())
-    (verdict,) = [orjson.loads(v) for v in sent]
+    return sent
+
+
+def _fail_closed_policy(settings: Settings, client: ServedLlamaGuard3, learn: bool) -> str:
+    (verdict,) = _moderate(settings, client, "a slow turn", learn)[settings.topics.verdicts]
     assert verdict["fail_closed"] == "too_slow"
     return str(verdict["policy_id"])
 
@@ -76,3 +82,19 @@ def test_a_fail_closed_verdict_names_the_served_models_default_policy(
         }
     )
     assert _fail_closed_policy(settings, ServedLlamaGuard3(reachable), learn=True) == expected
+
+
+def _with_policy(**values: object) -> Settings:
+    s = Settings()  # type: ignore[call-arg]
+    return s.model_copy(update={"policy": s.policy.model_copy(update=values)})
+
+
+def test_a_confident_safe_verdict_in_the_audit_sample_goes_to_review() -> None:
+    s = _with_policy(audit_rate=1.0)
+    sent = _moderate(s, ServedLlamaGuard3(), "how do I bake bread?")
+    (verdict,) = sent[s.topics.verdicts]
+    assert verdict["verdict"] == "safe" and verdict["review_reasons"] == ["audit"]
+    (flagged,) = sent[s.topics.flagged]
+    assert flagged["reasons"] == ["audit"]
+    none = _moderate(_with_policy(audit_rate=0.0), ServedLlamaGuard3(), "how do I bake bread?")
+    assert s.topics.flagged not in none
