@@ -9,7 +9,9 @@ verdict is judged on and which go to review is moderation's business
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import hmac
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -405,20 +407,40 @@ class ReviewEvent:
     reviewed_at: str
     note: str = ""
     schema_version: int = SCHEMA_VERSION
+    #: HMAC-SHA256 (hex) of :meth:`signed_bytes` with the reviewer's key; "" unsigned.
+    signature: str = ""
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "review_id": self.review_id,
+            "flagged_id": self.flagged_id,
+            "label": self.label.value,
+            "categories": list(self.categories),
+            "reviewer": self.reviewer,
+            "reviewed_at": self.reviewed_at,
+            "note": self.note,
+        }
+
+    def signed_bytes(self) -> bytes:
+        """What the signature covers: every field but the signature, canonically."""
+        return orjson.dumps(self._fields(), option=orjson.OPT_SORT_KEYS)
+
+    def signed(self, key: bytes) -> ReviewEvent:
+        """This review signed with ``key`` (the reviewer's own key)."""
+        mac = hmac.new(key, self.signed_bytes(), hashlib.sha256).hexdigest()
+        return dataclasses.replace(self, signature=mac)
+
+    def signed_by(self, key: bytes) -> bool:
+        """Whether the signature was made with ``key`` over these very fields."""
+        mac = hmac.new(key, self.signed_bytes(), hashlib.sha256).hexdigest()
+        return bool(self.signature) and hmac.compare_digest(mac, self.signature)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema_version": self.schema_version,
-                "review_id": self.review_id,
-                "flagged_id": self.flagged_id,
-                "label": self.label.value,
-                "categories": list(self.categories),
-                "reviewer": self.reviewer,
-                "reviewed_at": self.reviewed_at,
-                "note": self.note,
-            }
-        )
+        doc = self._fields()
+        if self.signature:
+            doc["signature"] = self.signature
+        return orjson.dumps(doc)
 
 
 def decode_review(raw: bytes | None) -> ReviewEvent:
@@ -445,4 +467,6 @@ def decode_review(raw: bytes | None) -> ReviewEvent:
         reviewer=_field(data, "reviewer", str),
         reviewed_at=reviewed_at,
         note=_field(data, "note", str, required=False) or "",
+        schema_version=_field(data, "schema_version", int, required=False) or SCHEMA_VERSION,
+        signature=_field(data, "signature", str, required=False) or "",
     )

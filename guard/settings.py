@@ -304,6 +304,31 @@ def policy_from_env() -> PolicySettings:
     return PolicySettings.model_validate(_PolicyFromEnv().model_dump())
 
 
+class ReviewSettings(BaseModel):
+    """Who reviews: the identity of a review tool, and the reviewers retraining trusts."""
+
+    reviewer: str | None = Field(
+        None,
+        description=(
+            "Reviewer id of this review tool (`guardstream review`); unset: the `--reviewer`"
+            " option, else the login name. With `key`, reviews are signed as this reviewer."
+        ),
+    )
+    key: SecretStr | None = Field(
+        None,
+        description="This reviewer's signing key (HMAC-SHA256 over the review's fields).",
+    )
+    reviewer_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            'Retraining: reviewer id -> key, as JSON (`{"ann": "...", "bob": "..."}`). When'
+            " set, only reviews signed with their reviewer's key count (an unsigned review,"
+            " or one naming another reviewer, is left out with the reason); unset: reviews"
+            " are not authenticated, and retraining says so."
+        ),
+    )
+
+
 class TrainingSettings(BaseModel):
     """Retraining from reviewed events (``guardstream retrain``)."""
 
@@ -418,6 +443,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     triton: TritonSettings = TritonSettings()
     policy: PolicySettings = PolicySettings()
+    review: ReviewSettings = ReviewSettings()
     training: TrainingSettings = TrainingSettings()
     local: LocalSettings = LocalSettings()
     log_level: str = Field("INFO", description="Python log level.")

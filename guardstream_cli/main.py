@@ -120,6 +120,7 @@ def cmd_up(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_review(args: argparse.Namespace, s: Settings) -> int:
+    from guard.events import ReviewEvent
     from guard.taxonomy import PolicyRegistry
     from stream_app.kafka_io import produce, read_all
     from training.review import pending, review_loop
@@ -132,16 +133,17 @@ def cmd_review(args: argparse.Namespace, s: Settings) -> int:
     print(f"{len(items)} flagged turns to review", flush=True)
     policies = PolicyRegistry.with_directory(s.policy.policy_dir)
 
-    def record(review: object) -> None:
+    key = s.review.key.get_secret_value().encode() if s.review.key else None
+
+    def record(review: ReviewEvent) -> None:
+        if key is not None:
+            review = review.signed(key)
         asyncio.run(
-            produce(
-                s,
-                [(review.flagged_id.encode(), review.to_json())],  # type: ignore[attr-defined]
-                topic=s.topics.reviews,
-            )
+            produce(s, [(review.flagged_id.encode(), review.to_json())], topic=s.topics.reviews)
         )
 
-    n = review_loop(items, policies.get, args.reviewer, input, print, record)
+    reviewer = s.review.reviewer or args.reviewer
+    n = review_loop(items, policies.get, reviewer, input, print, record)
     print(f"recorded {n} decisions to {s.topics.reviews}", flush=True)
     return 0
 

@@ -147,7 +147,10 @@ def read_rows(
 
 
 def join_reviews(
-    flagged: Iterable[bytes], reviews: Iterable[bytes], policies: PolicyRegistry
+    flagged: Iterable[bytes],
+    reviews: Iterable[bytes],
+    policies: PolicyRegistry,
+    reviewer_keys: Mapping[str, bytes] | None = None,
 ) -> tuple[list[Example], list[Rejection]]:
     """Examples from review decisions joined with their flagged turns.
 
@@ -158,7 +161,8 @@ def join_reviews(
     only part of it (the label is about text not kept) or that failed closed (no
     model could judge it as it is, so neither can retraining or its evaluation),
     or uses a category code the turn's policy does not have is rejected with its
-    reason.
+    reason. With ``reviewer_keys`` (reviewer id -> key), so is a review not signed with
+    its reviewer's key: the reviewer is who holds the key, not who the event says.
     """
     turns: dict[str, dict[str, Any]] = {}
     for raw in flagged:
@@ -175,6 +179,17 @@ def join_reviews(
         except EventError as exc:
             rejected.append(Rejection(_ref(raw), f"malformed review: {exc}"))
             continue
+        if reviewer_keys:
+            key = reviewer_keys.get(review.reviewer)
+            if key is None or not review.signed_by(key):
+                rejected.append(
+                    Rejection(
+                        review.review_id,
+                        f"not signed with reviewer {review.reviewer[:64]!r}'s key: "
+                        "unsigned, forged or altered",
+                    )
+                )
+                continue
         flagged_turn = turns.get(review.flagged_id)
         if flagged_turn is None:
             rejected.append(

@@ -81,7 +81,14 @@ def collect_examples(
         return await read_all(s, s.topics.flagged), await read_all(s, s.topics.reviews)
 
     flagged, reviews = asyncio.run(read())
-    examples, rejected = join_reviews(flagged, reviews, policies)
+    keys = {r: k.get_secret_value().encode() for r, k in s.review.reviewer_keys.items()}
+    if not keys:
+        log.warning(
+            "reviews are not authenticated (GUARDSTREAM_REVIEW__REVIEWER_KEYS is unset): "
+            "anyone who can write to %s can label training data",
+            s.topics.reviews,
+        )
+    examples, rejected = join_reviews(flagged, reviews, policies, keys)
     for path in s.training.seed_data:
         seed, bad = read_rows(path, policies)
         usable, untrainable = trainable(seed)

@@ -122,6 +122,28 @@ def test_review_in_the_terminal_records_decisions_on_the_reviews_topic(
         ("f1", "unsafe", ("O3",), "ann"),
         ("f2", "safe", (), "ann"),
     ]
+    assert not any(r.signature for r in reviews)  # no key configured: unsigned
+
+    # A reviewer configured with a key: its id comes from the configuration, whatever
+    # the command line says, and every decision is signed with its key.
+    signed = subprocess.run(
+        [*CLI, "review", "--reviewer", "mallory"],
+        input="u O3\nq\n",
+        env={
+            **os.environ,
+            **s.to_env(),
+            "GUARDSTREAM_REVIEW__REVIEWER": "bob",
+            "GUARDSTREAM_REVIEW__KEY": "bob-key",
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert signed.returncode == 0, signed.stderr[-2000:]
+    (last,) = [decode_review(r) for r in asyncio.run(read_all(s, s.topics.reviews))][2:]
+    assert (last.flagged_id, last.reviewer) == ("f3", "bob")
+    assert last.signed_by(b"bob-key") and not last.signed_by(b"other")
 
 
 def test_eval_scores_through_triton_and_lists_unreadable_rows(

@@ -264,3 +264,35 @@ def test_a_reviewed_audit_turn_is_marked_as_the_audit_slice() -> None:
         PolicyRegistry(),
     )
     assert {e.id: e.source for e in examples} == {"f1": "audit", "f2": "review"}
+
+
+def test_with_reviewer_keys_only_reviews_signed_by_their_reviewer_count() -> None:
+    """The reviewer is whoever holds the key: an unsigned review, one signed with another
+    reviewer's key, or one altered after signing is left out with the reason."""
+    from guard.events import decode_review
+
+    keys = {"ann": b"ann-key", "bob": b"bob-key"}
+    at = "2026-11-28T10:00:00Z"
+
+    def signed(fid: str, label: str, cats: list[str], reviewer: str, key: bytes) -> bytes:
+        return decode_review(review(fid, label, cats, at, reviewer=reviewer)).signed(key).to_json()
+
+    good = signed("f1", "unsafe", ["O3"], "ann", b"ann-key")
+    forged = signed("f2", "safe", [], "ann", b"bob-key")  # bob claiming to be ann
+    unsigned = review("f3", "safe", [], at, reviewer="ann")
+    altered = orjson.loads(signed("f4", "unsafe", ["O3"], "bob", b"bob-key"))
+    altered["label"], altered["categories"] = "safe", []
+    stranger = signed("f5", "safe", [], "eve", b"eve-key")
+    flagged_turns = [flagged(f"f{i}") for i in range(1, 6)]
+    examples, rejected = join_reviews(
+        flagged_turns,
+        [good, forged, unsigned, orjson.dumps(altered), stranger],
+        PolicyRegistry(),
+        keys,
+    )
+    assert [e.id for e in examples] == ["f1"]
+    assert len(rejected) == 4
+    assert all("unsigned, forged or altered" in r.reason for r in rejected)
+    # Without keys (a local run), unsigned reviews count.
+    examples, rejected = join_reviews(flagged_turns, [unsigned], PolicyRegistry())
+    assert [e.id for e in examples] == ["f3"] and rejected == []
