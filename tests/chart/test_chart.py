@@ -381,6 +381,28 @@ def test_model_loads_reach_every_triton_replica_through_a_headless_service(rende
     assert container_ports["grpc"] == int(port)
 
 
+def test_retrain_gets_the_reviewer_keys_from_a_secret_only_when_named(render):
+    docs = render(
+        "default",
+        "--set",
+        "retrain.reviewerKeys.secretName=reviewers",
+        "--set",
+        "retrain.reviewerKeys.secretKey=keys.json",
+    )
+    env = env_of(container(retrain(docs), "retrain"))
+    assert env["GUARDSTREAM_REVIEW__REVIEWER_KEYS"]["valueFrom"] == {
+        "secretKeyRef": {"name": "reviewers", "key": "keys.json"}
+    }
+    assert "GUARDSTREAM_REVIEW__REVIEWER_KEYS" not in env_of(
+        container(retrain(render("default")), "retrain")
+    )
+    # Only the retrain job needs them: nothing else can read reviewers' keys.
+    for doc in workloads(docs):
+        if doc["kind"] != "CronJob":
+            for c in pod_spec(doc)["containers"]:
+                assert "GUARDSTREAM_REVIEW__REVIEWER_KEYS" not in env_of(c)
+
+
 def test_retrain_without_gpu(render):
     docs = render("no-gpu-retrain")
     c = container(retrain(docs), "retrain")
