@@ -346,8 +346,16 @@ class TrainingSettings(BaseModel):
     epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=0, description="Stop after this many steps.")
     batch_size: int = Field(8, ge=1, description="Examples per optimizer step.")
-    learning_rate: float = Field(2e-5, gt=0, description="AdamW learning rate.")
-    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    learning_rate: float = Field(
+        1e-4, gt=0, description="AdamW learning rate (LoRA; a full fine-tune wants ~2e-5)."
+    )
+    lora: bool = Field(
+        True,
+        description=(
+            "Train LoRA adapters (peft, all linear layers) on the frozen base; false: all"
+            " weights (fp32 master weights: 16 bytes a parameter, too much for 8B on one GPU)."
+        ),
+    )
     lora_rank: int = Field(8, ge=1, description="LoRA rank.")
     drop_categories: bool = Field(
         True, description="Augmentation: drop a random subset of non-violated categories."

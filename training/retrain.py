@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +147,8 @@ def retrain(
         Path(params["checkpoint"]) if "checkpoint" in params else SHIPPED_MODEL,
     )
     base = Path(t.base_checkpoint or serving_ckpt)
-    run_dir = t.work_dir / "runs" / f"{snap.version}-{int(time.time())}"
+    # Named by what it trains from, so that a run stopped half-way resumes (state.pt).
+    run_dir = t.work_dir / "runs" / f"{snap.version}-v{serving_v}"
     lineage = {"base": str(base), "serving_version": serving_v, "dataset": snap.version}
     if read_manifest(base)["kind"] == "encoder-head":
         candidate_ckpt = retrain_heads(

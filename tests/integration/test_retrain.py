@@ -113,6 +113,7 @@ def test_review_events_to_a_new_served_version_then_reject_then_rollback(
                     "max_steps": 60,
                     "batch_size": 8,
                     "learning_rate": 5e-3,
+                    "lora": False,  # a 2-layer random model: train it all
                     "validation_fraction": 0.3,
                     "promotion_margin": 0.05,
                     "augment_probability": 0.0,
