@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -434,13 +435,18 @@ class ReviewEvent:
     def signed_by(self, key: bytes) -> bool:
         """Whether the signature was made with ``key`` over these very fields."""
         mac = hmac.new(key, self.signed_bytes(), hashlib.sha256).hexdigest()
-        return bool(self.signature) and hmac.compare_digest(mac, self.signature)
+        return bool(self.signature) and hmac.compare_digest(
+            mac.encode(), self.signature.encode("utf-8", "replace")
+        )
 
     def to_json(self) -> bytes:
         doc = self._fields()
         if self.signature:
             doc["signature"] = self.signature
         return orjson.dumps(doc)
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def decode_review(raw: bytes | None) -> ReviewEvent:
@@ -459,6 +465,9 @@ def decode_review(raw: bytes | None) -> ReviewEvent:
         raise EventError("a safe label takes no categories")
     reviewed_at = _field(data, "reviewed_at", str)
     parse_rfc3339(reviewed_at)
+    signature = _field(data, "signature", str, required=False) or ""
+    if signature and not _HEX64.fullmatch(signature):
+        raise EventError("field 'signature' must be 64 hex digits (HMAC-SHA256)")
     return ReviewEvent(
         review_id=_field(data, "review_id", str),
         flagged_id=_field(data, "flagged_id", str),
@@ -468,5 +477,5 @@ def decode_review(raw: bytes | None) -> ReviewEvent:
         reviewed_at=reviewed_at,
         note=_field(data, "note", str, required=False) or "",
         schema_version=_field(data, "schema_version", int, required=False) or SCHEMA_VERSION,
-        signature=_field(data, "signature", str, required=False) or "",
+        signature=signature,
     )

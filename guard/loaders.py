@@ -57,7 +57,7 @@ def load_guard(
     checkpoint: Path | str, config: ScorerConfig | None = None, device: str | None = None
 ) -> Guard[Any]:
     """The guard in ``checkpoint``, on ``device`` (a torch device such as ``cuda:1``;
-    None: the first GPU if there is one, else the CPU)."""
+    None: a causal LM on the first GPU if there is one, the encoder guard on the CPU)."""
     checkpoint = Path(checkpoint)
     kind = str(read_manifest(checkpoint)["kind"])
     try:

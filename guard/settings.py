@@ -318,6 +318,17 @@ class ReviewSettings(BaseModel):
         None,
         description="This reviewer's signing key (HMAC-SHA256 over the review's fields).",
     )
+
+    @model_validator(mode="after")
+    def _keys_long_enough(self) -> ReviewSettings:
+        short = [r for r, k in self.reviewer_keys.items() if len(k.get_secret_value()) < 16]
+        if short or (self.key is not None and len(self.key.get_secret_value()) < 16):
+            raise ValueError(
+                "review keys must be at least 16 characters"
+                + (f" (reviewers {', '.join(sorted(short))})" if short else "")
+            )
+        return self
+
     reviewer_keys: dict[str, SecretStr] = Field(
         default_factory=dict,
         description=(
@@ -380,6 +391,13 @@ class TrainingSettings(BaseModel):
             "Fixed regression set (evaluation JSONL, public held-out data never trained on):"
             " the candidate may not do worse on it than the serving version (the gate's"
             " tolerances). Unset: the one guardstream ships, `data/regression.jsonl`."
+        ),
+    )
+    require_approval: bool = Field(
+        False,
+        description=(
+            "Stage a candidate that passes the gate instead of promoting it; a person"
+            " promotes it with `guardstream promote --approve ID` (or rejects it)."
         ),
     )
     regression_gate: bool = Field(

@@ -157,17 +157,21 @@ def cmd_retrain(args: argparse.Namespace, s: Settings) -> int:
         + (f" -> version {result.new_version}" if result.new_version else ""),
         flush=True,
     )
-    return _report_replicas(result.replicas)
+    # The promotion is done and durable: a replica that missed the reload is reported,
+    # but the run succeeded (a failed Job would be retried: another whole retrain).
+    _report_replicas(result.replicas, result.new_version)
+    return 0
 
 
-def _report_replicas(results: dict[str, list[str] | str]) -> int:
-    """Print what each Triton replica serves after a reload; 1 when one did not load."""
+def _report_replicas(results: dict[str, list[str] | str], expected: int | None = None) -> int:
+    """Print what each Triton replica serves after a reload; 1 when one did not load
+    (or, with ``expected``, does not serve that version)."""
     from training.promote import failed_replicas
 
     for url, outcome in results.items():
         said = f"serves versions {outcome}" if isinstance(outcome, list) else outcome
         print(f"triton {url}: {said}", flush=True)
-    failed = failed_replicas(results)
+    failed = failed_replicas(results, expected)
     if failed:
         print(
             f"{len(failed)} of {len(results)} Triton replicas did not load the model; they "
@@ -178,7 +182,7 @@ def _report_replicas(results: dict[str, list[str] | str]) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, s: Settings) -> int:
-    from training.promote import reload_replicas, rollback
+    from training.promote import reload_replicas, rollback, serving_version
 
     model_dir = s.local.model_repository / s.triton.model_name
     moved = rollback(model_dir, args.to)
@@ -186,8 +190,60 @@ def cmd_rollback(args: argparse.Namespace, s: Settings) -> int:
     if args.no_reload:
         return 0
     return _report_replicas(
-        reload_replicas(s.triton.control_targets, s.triton.model_name, s.triton.model_control_key)
+        reload_replicas(s.triton.control_targets, s.triton.model_name, s.triton.model_control_key),
+        serving_version(model_dir),
     )
+
+
+def _login_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        return "unknown"
+
+
+def cmd_promote(args: argparse.Namespace, s: Settings) -> int:
+
+    model_dir = s.local.model_repository / s.triton.model_name
+    try:
+        return _promote(args, s, model_dir)
+    except ValueError as exc:  # an unknown or stale candidate id
+        print(f"guardstream promote: {exc}", file=sys.stderr)
+        return 2
+
+
+def _promote(args: argparse.Namespace, s: Settings, model_dir: Path) -> int:
+    from training import promote
+
+    if args.approve:
+        approver = s.review.reviewer or _login_name()
+        version = promote.approve(model_dir, args.approve, approver)
+        print(f"approved {args.approve} by {approver}: version {version}", flush=True)
+        if args.no_reload:
+            return 0
+        return _report_replicas(
+            promote.reload_replicas(
+                s.triton.control_targets, s.triton.model_name, s.triton.model_control_key
+            ),
+            version,
+        )
+    if args.reject:
+        promote.reject(model_dir, args.reject)
+        print(f"rejected {args.reject}", flush=True)
+        return 0
+    pending = promote.staged(model_dir)
+    if not pending:
+        print("no candidate awaits approval", flush=True)
+    for cid, report in pending.items():
+        print(f"{cid}: gated against version {report['serving_version']}: {report['reason']}")
+        for check in report.get("checks", []):
+            if check["candidate"] is not None and check["serving"] is not None:
+                print(
+                    f"  {check['rule']}: {check['candidate']:.4f} (serving {check['serving']:.4f})"
+                )
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
@@ -304,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", type=int, default=None, help="version to return to (default: previous)")
     rb.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
     rb.set_defaults(func=cmd_rollback)
+    pm = sub.add_parser("promote", help="list candidates awaiting approval; approve or reject one")
+    which = pm.add_mutually_exclusive_group()
+    which.add_argument("--approve", metavar="ID", default=None, help="promote this candidate")
+    which.add_argument("--reject", metavar="ID", default=None, help="discard this candidate")
+    pm.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
+    pm.set_defaults(func=cmd_promote)
     ev = sub.add_parser("eval", help="score a labelled JSONL file through Triton and report")
     ev.add_argument("--data", required=True, help="JSONL rows: id, conversation, label, categories")
     ev.add_argument("--report", default=None, help="write the JSON report here")

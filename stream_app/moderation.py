@@ -158,7 +158,7 @@ class Moderator:
             self.served_default_policy = result.answer.policy.id
         band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
         context = req.turns[:-1]
-        audit = audited(p.turn.event_id, self.s.policy.audit_rate, self._audit_key)
+        audit = audited(p.turn, self.s.policy.audit_rate, self._audit_key)
         verdict = verdict_for(p.turn, result, context, band, audit)
         return await self._deliver(p, verdict, context)
 

@@ -77,13 +77,15 @@ def review_reasons(
     return tuple(reasons)
 
 
-def audited(event_id: str, rate: float, key: bytes) -> bool:
-    """Whether the turn ``event_id`` is in the audit sample: a keyed hash of its id below
-    ``rate`` (the same turn, redelivered, is chosen alike; without the key, a producer
-    cannot tell which ids are chosen)."""
+def audited(turn: ChatTurn, rate: float, key: bytes) -> bool:
+    """Whether ``turn`` is in the audit sample: a keyed hash of its ids and content below
+    ``rate``. The same turn, redelivered, is chosen alike; without the key, a producer
+    cannot tell which turns are chosen, and reusing one event id for many turns does not
+    give them all one draw."""
     if rate <= 0:
         return False
-    digest = hmac.new(key, event_id.encode(), hashlib.sha256).digest()
+    what = f"{turn.event_id}\x00{turn.conversation_id}\x00{turn.content}".encode()
+    digest = hmac.new(key, what, hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") < rate * 2**64
 
 

@@ -173,6 +173,7 @@ def join_reviews(
             continue  # the worker wrote it; a bad one cannot be reviewed anyway
     latest: dict[str, dict[str, ReviewEvent]] = {}
     rejected: list[Rejection] = []
+    seen: set[str] = set()
     for raw in reviews:
         try:
             review = decode_review(raw)
@@ -190,6 +191,11 @@ def join_reviews(
                     )
                 )
                 continue
+        # A redelivery, or an old (validly signed) review replayed after a newer one:
+        # the first arrival of a review id is the one that counts.
+        if review.review_id in seen:
+            continue
+        seen.add(review.review_id)
         flagged_turn = turns.get(review.flagged_id)
         if flagged_turn is None:
             rejected.append(

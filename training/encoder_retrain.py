@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guard.conversation import Role
+from guard.conversation import ConversationError, Role
 from guard.encoder import Dense, EncoderHeadGuard, Heads
 from guard.loaders import MANIFEST, read_manifest
 from guard.scoring import GuardRequest
@@ -89,8 +89,16 @@ def retrain_heads(
     retrained on ``examples``; return that directory."""
     guard = EncoderHeadGuard.load(base)
     heads = guard.heads
-    requests = [GuardRequest(e.turns, e.side, policies.get(e.policy_id)) for e in examples]
-    emb = guard.embed([guard.prepare(r).ids for r in requests])
+    inputs, kept = [], []
+    for e in examples:
+        try:
+            inputs.append(guard.prepare(GuardRequest(e.turns, e.side, policies.get(e.policy_id))))
+        except ConversationError:  # longer than the model takes whole: served in windows
+            continue
+        kept.append(e)
+    skipped = len(examples) - len(kept)
+    examples = kept
+    emb = guard.embed([p.ids for p in inputs])
     unsafe = np.array([[float(e.unsafe)] for e in examples], np.float32)
     user = np.array([e.side is Role.USER for e in examples])
     prompt = updated_dense(heads.prompt, emb[user], unsafe[user], cfg)
@@ -115,6 +123,7 @@ def retrain_heads(
         "method": "heads warm-started from the base, L2 pull to its weights",
         "pull": cfg.pull,
         "examples": len(examples),
+        "left_out_too_long": skipped,
         "by_side": {"user": int(user.sum()), "agent": int((~user).sum())},
         **(lineage or {}),
     }

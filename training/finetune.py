@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import zlib
 from collections.abc import Sequence
@@ -174,12 +175,29 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     state_path, step = out_dir / "state.pt", 0
+    # What a saved state is only valid for: another base or recipe starts over.
+    fingerprint = json.dumps(
+        [
+            str(base),
+            cfg.lora,
+            cfg.lora_rank,
+            str(compute),
+            cfg.learning_rate,
+            cfg.batch_size,
+            cfg.seed,
+            str(cfg.prompt_format),
+            len(examples),
+        ]
+    )
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        step = int(state["step"])
-        log.info("resuming fine-tuning at step %d/%d", step, total)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["trainable"], strict=False)
+            optim.load_state_dict(state["optim"])
+            step = int(state["step"])
+            log.info("resuming fine-tuning at step %d/%d", step, total)
+        else:
+            log.warning("%s belongs to another run: starting over", state_path)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model.train()
     with (
@@ -215,10 +233,20 @@ def finetune(
             bar.set_postfix(loss=f"{loss.item():.4f}")
             logf.write(json.dumps({"step": step, "epoch": epoch, "loss": loss.item()}) + "\n")
             if step % cfg.save_every == 0 and step < total:
+                # Only what training changes (a LoRA run: the adapters, not the 16 GB
+                # base), written whole or not at all: a kill mid-save keeps the last one.
+                trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+                tmp = state_path.with_suffix(".tmp")
                 torch.save(
-                    {"model": model.state_dict(), "optim": optim.state_dict(), "step": step},
-                    state_path,
+                    {
+                        "trainable": trainable,
+                        "optim": optim.state_dict(),
+                        "step": step,
+                        "fingerprint": fingerprint,
+                    },
+                    tmp,
                 )
+                os.replace(tmp, state_path)
     if cfg.lora:
         model = model.merge_and_unload()
     model.eval()

@@ -13,9 +13,9 @@ may not fall by more than ``recall_tolerance`` nor the false-positive rate rise 
 than ``fpr_tolerance``; per category, AUPRC may not fall by more than
 ``category_tolerance``. A set, side or category with fewer than ``min_rows`` rows (or no
 row of a class a metric needs) cannot show a regression, so it is reported and not
-counted; a validation set that small fails the gate (nothing shows the candidate is
-better). Every rule is a :class:`Check` in the result, passed or not, for the run's
-report.
+counted; a validation or regression set that small fails the gate (nothing shows the
+candidate is better, or no worse). Every rule is a :class:`Check` in the result,
+passed or not, for the run's report.
 """
 
 from __future__ import annotations
@@ -144,7 +144,17 @@ def gate(
     if "regression" in candidate and "regression" in serving:
         cand_r, serv_r = candidate["regression"], serving["regression"]
         if int(cand_r.get("n", 0)) < rules.min_rows:
-            checks.append(_small("regression: AUPRC", int(cand_r.get("n", 0)), rules))
+            n_reg = int(cand_r.get("n", 0))
+            checks.append(
+                Check(
+                    "regression: size",
+                    float(n_reg),
+                    None,
+                    float(rules.min_rows),
+                    False,
+                    note=f"{n_reg} rows: a regression set this small checks nothing",
+                )
+            )
         else:
             checks.append(
                 _at_least(

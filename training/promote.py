@@ -12,10 +12,13 @@ through a headless Service, whose name resolves to each replica's address.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from guard.loaders import MANIFEST
 from guard.protocol import CHECKPOINT_ENV
 
 log = logging.getLogger(__name__)
@@ -158,7 +162,11 @@ def replica_addresses(
         if not sep or not host or not port.isdigit():
             raise ValueError(f"{url!r} is not host:port")
         host = host.strip("[]")
-        for family, _, _, _, sockaddr in resolve(host, int(port), type=socket.SOCK_STREAM):
+        infos = resolve(host, int(port), type=socket.SOCK_STREAM)
+        # A dual-stack name gives each replica an IPv4 and an IPv6 address: one is enough.
+        if any(f == socket.AF_INET for f, *_ in infos):
+            infos = [i for i in infos if i[0] == socket.AF_INET]
+        for family, _, _, _, sockaddr in infos:
             address = f"[{sockaddr[0]}]" if family == socket.AF_INET6 else sockaddr[0]
             target = f"{address}:{port}"
             if target not in found:
@@ -191,10 +199,105 @@ def reload_replicas(
     return results
 
 
-def failed_replicas(results: dict[str, list[str] | str]) -> dict[str, str]:
-    """The replicas of a :func:`reload_replicas` result that did not load the model."""
+def failed_replicas(
+    results: dict[str, list[str] | str], expected: int | None = None
+) -> dict[str, str]:
+    """The replicas of a :func:`reload_replicas` result that did not load the model (or,
+    with ``expected``, do not serve that version: a stale copy of the repository)."""
+    failed = {}
+    for url, r in results.items():
+        if isinstance(r, str):
+            failed[url] = r
+        elif not r:
+            failed[url] = "no version is ready"
+        elif expected is not None and str(expected) not in r:
+            failed[url] = f"serves versions {r}, not {expected}"
+    return failed
+
+
+# -- Human approval ------------------------------------------------------------------
+#
+# With ``training.require_approval``, a candidate that passes the gate is staged in
+# ``<repository>/.candidates/<model>-<id>/`` (``checkpoint/`` and the run's ``report.json``;
+# Triton ignores dot-directories) until someone runs ``guardstream promote --approve ID``.
+
+
+def _candidates_dir(model_dir: Path) -> Path:
+    return model_dir.parent / ".candidates"
+
+
+_CANDIDATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _candidate(model_dir: Path, cid: str) -> Path:
+    """The directory of staged candidate ``cid``; ``ValueError`` for any id that is not
+    one (a path, ``..``), so that approving or rejecting touches nothing else."""
+    root = _candidates_dir(model_dir)
+    path = root / cid
+    if (
+        not _CANDIDATE_ID.fullmatch(cid)
+        or not cid.startswith(f"{model_dir.name}-")
+        or path.resolve().parent != root.resolve()
+        or not (path / "report.json").is_file()
+    ):
+        raise ValueError(
+            f"no staged candidate {cid!r} (have {sorted(staged(model_dir)) or 'none'})"
+        )
+    return path
+
+
+def stage(model_dir: Path, candidate: Path, report: dict[str, Any], run_id: str) -> str:
+    """Keep a gated candidate for approval; return its id."""
+    cid = f"{model_dir.name}-{run_id}"
+    final = _candidates_dir(model_dir) / cid
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cid}.", dir=final.parent))
+    shutil.copytree(candidate, tmp / "checkpoint")
+    (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    os.rename(tmp, final)
+    return cid
+
+
+def staged(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """Candidates awaiting approval: id -> their run's report."""
+    root = _candidates_dir(model_dir)
+    if not root.is_dir():
+        return {}
     return {
-        url: (r if isinstance(r, str) else "no version is ready")
-        for url, r in results.items()
-        if isinstance(r, str) or not r
+        p.name: json.loads((p / "report.json").read_text())
+        for p in sorted(root.iterdir())
+        if p.name.startswith(f"{model_dir.name}-") and (p / "report.json").is_file()
     }
+
+
+def approve(model_dir: Path, cid: str, approver: str) -> int:
+    """Promote staged candidate ``cid``, recording who approved it; return its version.
+
+    Refused (``ValueError``) when the serving version is no longer the one the candidate
+    was gated against: it would replace a version nobody compared it with.
+    """
+    path = _candidate(model_dir, cid)
+    gated_against = int(json.loads((path / "report.json").read_text())["serving_version"])
+    now = serving_version(model_dir)
+    if now != gated_against:
+        raise ValueError(
+            f"{cid} was gated against version {gated_against}, but version {now} serves now:"
+            " retrain to gate a candidate against it"
+        )
+    manifest_path = path / "checkpoint" / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.setdefault("kind", "causal-lm")
+    manifest["approved"] = {
+        "by": approver,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    version = promote(model_dir, path / "checkpoint")
+    shutil.rmtree(path)
+    return version
+
+
+def reject(model_dir: Path, cid: str) -> None:
+    shutil.rmtree(_candidate(model_dir, cid))

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RetrainResult:
-    status: str  # "promoted" | "rejected" | "skipped"
+    status: str  # "promoted" | "awaiting approval" | "rejected" | "skipped"
     reason: str
     dataset_version: str | None = None
     serving_version: int | None = None
@@ -56,6 +56,8 @@ class RetrainResult:
     #: Both models on the regression set, and every check of the gate.
     regression: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    #: The staged candidate's id when it awaits approval.
+    candidate_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -193,7 +195,19 @@ def retrain(
     )
     result.regression = {"candidate": cand.get("regression"), "serving": serv.get("regression")}
     result.checks = [c.to_dict() for c in checks]
-    if passed(checks):
+    if passed(checks) and t.require_approval:
+        record_lineage(
+            candidate_ckpt,
+            {**lineage, "checks": result.checks, "validation": cand["validation"]},
+        )
+        result.status = "awaiting approval"
+        result.candidate_id = f"{model_dir.name}-{run_dir.name}"
+        result.reason = (
+            f"passed all {len(checks)} checks of the gate; "
+            f"`guardstream promote --approve {result.candidate_id}` promotes it"
+        )
+        promote.stage(model_dir, candidate_ckpt, result.to_dict(), run_dir.name)
+    elif passed(checks):
         record_lineage(
             candidate_ckpt,
             {**lineage, "checks": result.checks, "validation": cand["validation"]},

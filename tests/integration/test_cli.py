@@ -133,7 +133,7 @@ def test_review_in_the_terminal_records_decisions_on_the_reviews_topic(
             **os.environ,
             **s.to_env(),
             "GUARDSTREAM_REVIEW__REVIEWER": "bob",
-            "GUARDSTREAM_REVIEW__KEY": "bob-key",
+            "GUARDSTREAM_REVIEW__KEY": "bob-key-0123456789",
         },
         cwd=ROOT,
         capture_output=True,
@@ -143,7 +143,7 @@ def test_review_in_the_terminal_records_decisions_on_the_reviews_topic(
     assert signed.returncode == 0, signed.stderr[-2000:]
     (last,) = [decode_review(r) for r in asyncio.run(read_all(s, s.topics.reviews))][2:]
     assert (last.flagged_id, last.reviewer) == ("f3", "bob")
-    assert last.signed_by(b"bob-key") and not last.signed_by(b"other")
+    assert last.signed_by(b"bob-key-0123456789") and not last.signed_by(b"other")
 
 
 def test_eval_scores_through_triton_and_lists_unreadable_rows(

@@ -172,7 +172,7 @@ def test_reviewers_who_disagree_wait_for_a_further_review() -> None:
     ]
     # One reviewer changing their mind counts once.
     changed = [review("f3", "safe", [], at, reviewer="ann")] * 3 + [
-        review("f3", "unsafe", ["O2"], at, reviewer="ann"),
+        review("f3", "unsafe", ["O2"], at, rid="r-f3-ann-again", reviewer="ann"),
         review("f3", "unsafe", ["O2"], at, reviewer="bob"),
     ]
     examples, rejected = join_reviews(
@@ -296,3 +296,25 @@ def test_with_reviewer_keys_only_reviews_signed_by_their_reviewer_count() -> Non
     # Without keys (a local run), unsigned reviews count.
     examples, rejected = join_reviews(flagged_turns, [unsigned], PolicyRegistry())
     assert [e.id for e in examples] == ["f3"] and rejected == []
+
+
+def test_a_signature_that_is_not_hex_is_a_malformed_review_not_a_crash() -> None:
+    raw = orjson.loads(review("f1", "safe", [], "2026-11-28T10:00:00Z"))
+    raw["signature"] = "é" * 64
+    examples, rejected = join_reviews(
+        [flagged("f1")], [orjson.dumps(raw)], PolicyRegistry(), {"ann": b"ann-key-0123456789"}
+    )
+    assert examples == [] and "64 hex digits" in rejected[0].reason
+
+
+def test_a_signed_review_replayed_later_counts_once_at_its_first_arrival() -> None:
+    from guard.events import decode_review
+
+    key = b"ann-key-0123456789"
+    first = decode_review(review("f1", "unsafe", ["O3"], "2026-11-28T10:00:00Z", rid="r1"))
+    correction = decode_review(review("f1", "safe", [], "2026-11-28T11:00:00Z", rid="r2"))
+    old, new = first.signed(key).to_json(), correction.signed(key).to_json()
+    examples, rejected = join_reviews(
+        [flagged("f1")], [old, new, old], PolicyRegistry(), {"ann": key}
+    )
+    assert rejected == [] and [(e.id, e.unsafe) for e in examples] == [("f1", False)]

@@ -169,3 +169,63 @@ def test_poisoned_reviews_that_win_on_their_own_validation_are_refused_by_the_re
     failed = [c["rule"] for c in result.checks if not c["passed"]]
     assert "regression: user recall" in failed, result.reason
     assert promote.versions(s.local.model_repository / "guard") == [1]
+
+
+def test_with_approval_required_a_gated_candidate_waits_for_a_person(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("GUARDSTREAM_MODEL_CHECKPOINT", raising=False)
+    s = _retrain_settings(tmp_path, regression_gate=False, gate_min_rows=10, require_approval=True)
+    leads = ("", "hey, ", "quick question: ", "yo ", "ok so ")
+    result = retrain(s, _varied(_examples(), leads), [], reload=False)
+    model_dir = s.local.model_repository / "guard"
+    assert result.status == "awaiting approval", result.reason
+    assert promote.versions(model_dir) == [1]  # nothing served changed
+    cid = str(result.candidate_id)
+    assert list(promote.staged(model_dir)) == [cid]
+    assert promote.staged(model_dir)[cid]["reason"] == result.reason  # what `promote` lists
+
+    env = {
+        **os.environ,
+        "GUARDSTREAM_LOCAL__MODEL_REPOSITORY": str(s.local.model_repository),
+        "GUARDSTREAM_REVIEW__REVIEWER": "lead-reviewer",
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "guardstream_cli.main", "promote", *args],
+            env=env,
+            cwd=DEFAULT.parents[1],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    listed = cli()
+    assert listed.returncode == 0
+    assert f"{cid}: gated against version 1: passed all" in listed.stdout
+    assert "validation: AUPRC" in listed.stdout
+    unknown = cli("--approve", "guard-nope", "--no-reload")
+    assert unknown.returncode == 2 and "no staged candidate 'guard-nope'" in unknown.stderr
+    approved = cli("--approve", cid, "--no-reload")
+    assert approved.returncode == 0, approved.stderr
+    assert promote.versions(model_dir) == [1, 2] and promote.staged(model_dir) == {}
+    manifest = json.loads((model_dir / "2" / "checkpoint" / MANIFEST).read_text())
+    assert manifest["approved"]["by"] == "lead-reviewer"
+    assert manifest["lineage"]["checks"]
+
+
+def test_a_candidate_gated_against_an_older_version_cannot_be_approved(tmp_path: Path) -> None:
+    repo = tmp_path / "model_repo"
+    shutil.copytree(DEFAULT.parents[1] / "model_repo", repo)
+    model_dir = repo / "guard"
+    cid = promote.stage(model_dir, DEFAULT, {"serving_version": 1, "reason": "ok"}, "run1")
+    promote.promote(model_dir, DEFAULT)  # version 2 arrives meanwhile (another run)
+    with pytest.raises(ValueError, match="gated against version 1, but version 2 serves"):
+        promote.approve(model_dir, cid, "ann")
+    promote.reject(model_dir, cid)
+    assert promote.staged(model_dir) == {}

@@ -124,3 +124,8 @@ def test_validation_without_both_labels_fails() -> None:
     cand, serv = report(), report()
     cand["auprc"] = serv["auprc"] = None
     assert failed(run(cand, serv)) == ["validation: AUPRC"]
+
+
+def test_a_regression_set_too_small_fails_instead_of_checking_nothing() -> None:
+    checks = run(report(auprc=0.9), report(), regression=(report(n=3), report(n=3)))
+    assert "regression: size" in failed(checks)

@@ -155,3 +155,50 @@ def test_a_replica_that_did_not_load_is_reported_by_name() -> None:
         "10.0.0.11:8001": "no version is ready",
     }
     assert promote.failed_replicas({"10.0.0.7:8001": ["3"]}) == {}
+
+
+def test_a_dual_stack_name_counts_each_replica_once() -> None:
+    import socket
+
+    resolve = _resolver(
+        {
+            "triton-replicas": [
+                (socket.AF_INET6, "fd00::7"),
+                (socket.AF_INET, "10.0.0.7"),
+                (socket.AF_INET6, "fd00::9"),
+                (socket.AF_INET, "10.0.0.9"),
+            ]
+        }
+    )
+    assert promote.replica_addresses(["triton-replicas:8001"], resolve) == [
+        "10.0.0.7:8001",
+        "10.0.0.9:8001",
+    ]
+
+
+def test_a_replica_still_serving_another_version_counts_as_failed() -> None:
+    results: dict[str, list[str] | str] = {"a:8001": ["3"], "b:8001": ["2"]}
+    assert promote.failed_replicas(results, expected=3) == {
+        "b:8001": "serves versions ['2'], not 3"
+    }
+    assert promote.failed_replicas(results) == {}
+
+
+@pytest.mark.parametrize(
+    "cid", ["../../etc", "/tmp", "guard-../../x", ".hidden", "guard-run1/../../model_repo"]
+)
+def test_approving_or_rejecting_touches_only_staged_candidates(tmp_path: Path, cid: str) -> None:
+    """The id comes from a command line: anything but a staged candidate's id is refused
+    before a file is touched (every run directory has a report.json too)."""
+    model_dir = tmp_path / "repo" / "guard"
+    (model_dir / "1").mkdir(parents=True)
+    victim = tmp_path / "x"
+    victim.mkdir()
+    (victim / "report.json").write_text('{"serving_version": 1}')
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    promote.stage(model_dir, ckpt, {"serving_version": 1, "reason": "ok"}, "run1")
+    for act in (promote.reject, lambda d, c: promote.approve(d, c, "ann")):
+        with pytest.raises(ValueError, match="no staged candidate"):
+            act(model_dir, cid)
+    assert victim.exists() and list(promote.staged(model_dir)) == ["guard-run1"]

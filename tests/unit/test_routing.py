@@ -135,14 +135,20 @@ def test_a_fail_closed_turn_names_the_deployments_default_policy() -> None:
 def test_the_audit_sample_is_keyed_stable_and_about_the_rate() -> None:
     from stream_app.routing import audited
 
-    ids = [f"evt-{i}" for i in range(20_000)]
-    chosen = [audited(i, 0.05, b"key-a") for i in ids]
-    assert chosen == [audited(i, 0.05, b"key-a") for i in ids]  # a redelivery alike
-    assert 0.04 < sum(chosen) / len(ids) < 0.06
-    other = [audited(i, 0.05, b"key-b") for i in ids]
+    def turn(event_id: str, content: str = "hello") -> ChatTurn:
+        return ChatTurn(event_id, "c1", 0, Role.USER, content, "2026-11-28T10:00:00Z")
+
+    turns = [turn(f"evt-{i}") for i in range(20_000)]
+    chosen = [audited(t, 0.05, b"key-a") for t in turns]
+    assert chosen == [audited(t, 0.05, b"key-a") for t in turns]  # a redelivery alike
+    assert 0.04 < sum(chosen) / len(turns) < 0.06
+    other = [audited(t, 0.05, b"key-b") for t in turns]
     assert sum(a and b for a, b in zip(chosen, other, strict=True)) < 0.2 * sum(chosen)
-    assert not any(audited(i, 0.0, b"key-a") for i in ids[:1000])
-    assert all(audited(i, 1.0, b"key-a") for i in ids[:1000])
+    assert not any(audited(t, 0.0, b"key-a") for t in turns[:1000])
+    assert all(audited(t, 1.0, b"key-a") for t in turns[:1000])
+    # One event id reused for many turns does not give them one draw.
+    same_id = [audited(turn("evt-x", f"text {i}"), 0.05, b"key-a") for i in range(4000)]
+    assert 0.03 < sum(same_id) / len(same_id) < 0.07
 
 
 def test_an_audited_turn_goes_to_review_only_when_nothing_else_sends_it() -> None:

@@ -74,3 +74,13 @@ def test_topics_are_created_with_min_insync_replicas_within_the_replication_fact
     assert topic_configs(s)["min.insync.replicas"] == "2"
     with pytest.raises(ValueError, match="min_insync_replicas 3 is above"):
         Settings(topics={"replication_factor": 2, "min_insync_replicas": 3})  # type: ignore[arg-type]
+
+
+def test_review_keys_shorter_than_16_characters_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "GUARDSTREAM_REVIEW__REVIEWER_KEYS", '{"ann": "short", "bob": "long-enough-key-1"}'
+    )
+    with pytest.raises(ValidationError, match=r"at least 16 characters.*ann"):
+        load_settings()
