@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +40,23 @@ def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: o
         },
         triton={"url": triton_grpc, "backoff_initial_s": 0.2, "backoff_max_s": 1.0},
     )  # type: ignore[arg-type]
+
+
+def up_environment(data_dir: Path, checkpoint: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """The environment of a ``guardstream up`` run that serves ``checkpoint`` and meets no
+    other stack (its own data dir and free ports), and those ports by name."""
+    ports = {k: free_port() for k in ("broker", "http", "grpc", "metrics", "web")}
+    env = {
+        **os.environ,
+        "GUARDSTREAM_LOCAL__DATA_DIR": str(data_dir),
+        "GUARDSTREAM_LOCAL__BROKER_PORT": str(ports["broker"]),
+        "GUARDSTREAM_LOCAL__TRITON_HTTP_PORT": str(ports["http"]),
+        "GUARDSTREAM_LOCAL__TRITON_GRPC_PORT": str(ports["grpc"]),
+        "GUARDSTREAM_LOCAL__TRITON_METRICS_PORT": str(ports["metrics"]),
+        "GUARDSTREAM_WORKER__WEB_PORT": str(ports["web"]),
+        "GUARDSTREAM_MODEL_CHECKPOINT": str(checkpoint),
+    }
+    return env, ports
 
 
 def worker_process(s: Settings, log_path: Path) -> ManagedProcess:

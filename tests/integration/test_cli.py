@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import ROOT, free_port
-from tests.streaming import isolated_settings, make_turns
+from tests.conftest import ROOT
+from tests.streaming import isolated_settings, make_turns, up_environment
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "guardstream_cli.main"]
@@ -28,17 +28,7 @@ def _port_open(port: int) -> bool:
 def test_up_runs_everything_shows_each_sample_verdict_and_stops_what_it_started(
     tiny_lg1: Path, tmp_path: Path
 ) -> None:
-    ports = {k: free_port() for k in ("broker", "http", "grpc", "metrics", "web")}
-    env = {
-        **os.environ,
-        "GUARDSTREAM_LOCAL__DATA_DIR": str(tmp_path),
-        "GUARDSTREAM_LOCAL__BROKER_PORT": str(ports["broker"]),
-        "GUARDSTREAM_LOCAL__TRITON_HTTP_PORT": str(ports["http"]),
-        "GUARDSTREAM_LOCAL__TRITON_GRPC_PORT": str(ports["grpc"]),
-        "GUARDSTREAM_LOCAL__TRITON_METRICS_PORT": str(ports["metrics"]),
-        "GUARDSTREAM_WORKER__WEB_PORT": str(ports["web"]),
-        "GUARDSTREAM_MODEL_CHECKPOINT": str(tiny_lg1),
-    }
+    env, ports = up_environment(tmp_path, tiny_lg1)
     out = subprocess.run(
         [*CLI, "up", "--exit-after-samples"],
         env=env,

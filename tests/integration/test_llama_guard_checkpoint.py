@@ -8,7 +8,6 @@ policy in its prompt. A wrong prompt format, policy or category list gives other
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,8 @@ from guard.causal_lm import CausalLMGuard
 from guard.prompt import PromptFormat
 from guard.scoring import GuardRequest
 from guard.taxonomy import LLAMA_GUARD_3
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.streaming import up_environment
 from tests.tiny_guards import SAMPLE_LABELS, sample_conversations
 
 pytestmark = pytest.mark.integration
@@ -37,17 +37,7 @@ def test_guardstream_up_serves_a_llama_guard_3_checkpoint_named_by_one_variable(
 ) -> None:
     """Done-when of issue 16: only GUARDSTREAM_MODEL_CHECKPOINT is set (the other variables
     only move the ports off the defaults so that the test cannot meet another stack)."""
-    ports = {k: free_port() for k in ("broker", "http", "grpc", "metrics", "web")}
-    env = {
-        **os.environ,
-        "GUARDSTREAM_LOCAL__DATA_DIR": str(tmp_path),
-        "GUARDSTREAM_LOCAL__BROKER_PORT": str(ports["broker"]),
-        "GUARDSTREAM_LOCAL__TRITON_HTTP_PORT": str(ports["http"]),
-        "GUARDSTREAM_LOCAL__TRITON_GRPC_PORT": str(ports["grpc"]),
-        "GUARDSTREAM_LOCAL__TRITON_METRICS_PORT": str(ports["metrics"]),
-        "GUARDSTREAM_WORKER__WEB_PORT": str(ports["web"]),
-        "GUARDSTREAM_MODEL_CHECKPOINT": str(tiny_lg3),
-    }
+    env, _ = up_environment(tmp_path, tiny_lg3)
     assert not [k for k in env if k.startswith("GUARDSTREAM_POLICY__")]
     out = subprocess.run(
         [sys.executable, "-m", "guardstream_cli.main", "up", "--exit-after-samples"],
