@@ -17,7 +17,9 @@ from tests.conftest import free_port
 
 
 def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: object) -> Settings:
-    """Settings with topics, consumer group and ports of their own; everything else is
+    """Settings with topics, consumer group and ports of their own, and no audit sample
+    (tests that assert which turns go to review need it deterministic: a 1% draw once
+    sent a plain turn there; the audit sample has tests of its own); everything else is
     the default a user runs with."""
     tag = uuid.uuid4().hex[:8]
     return Settings(
@@ -39,6 +41,7 @@ def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: o
             **worker,
         },
         triton={"url": triton_grpc, "backoff_initial_s": 0.2, "backoff_max_s": 1.0},
+        policy={"audit_rate": 0.0},
     )  # type: ignore[arg-type]
 
 
