@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from guard.protocol import Classification, ClassifyRequest
-from guard.scoring import Guard, GuardRequest
+from guard.conversation import turns_to_json
+from guard.protocol import Classification, ClassifyRequest, ItemAnswer, RawItem
+from guard.scoring import Guard, ScorerConfig
+from guard.serving import GuardService, ServiceConfig
 from guard.settings import Settings, TritonSettings
 from guard.taxonomy import PolicyRegistry
 from training.dataset import Example, read_rows
@@ -58,20 +60,34 @@ def report_from_scores(
 def evaluate_in_process(
     guard: Guard[Any], examples: Sequence[Example], policies: PolicyRegistry, batch: int = 64
 ) -> dict[str, Any]:
+    """Score ``examples`` as the served model does (:class:`guard.serving.GuardService`:
+    a turn longer than the model's view is also judged in windows) and report.
+
+    A row the service rejects (over its size limit) is left out and listed under
+    ``rejected``."""
+    service = GuardService(guard, policies, ServiceConfig(Path("."), ScorerConfig(), canary=False))
     start = time.perf_counter()
-    results = []
+    answers: list[ItemAnswer | str] = []
     for i in range(0, len(examples), batch):
-        reqs = [
-            GuardRequest(e.turns, e.side, policies.get(e.policy_id))
+        requests = [
+            [RawItem(turns_to_json(e.turns), e.side.value.encode(), e.policy_id.encode())]
             for e in examples[i : i + batch]
         ]
-        results += guard.score(reqs)
-    return report_from_scores(
-        examples,
-        [r.p_unsafe for r in results],
-        [r.unsafe for r in results],
-        time.perf_counter() - start,
+        answers += [a if isinstance(a, str) else a[0] for a in service.handle(requests)]
+    seconds = time.perf_counter() - start
+    scored = [(e, a) for e, a in zip(examples, answers, strict=True) if not isinstance(a, str)]
+    report = report_from_scores(
+        [e for e, _ in scored],
+        [a.p_unsafe for _, a in scored],
+        [a.unsafe for _, a in scored],
+        seconds,
     )
+    report["rejected"] = [
+        {"ref": e.id, "reason": a}
+        for e, a in zip(examples, answers, strict=True)
+        if isinstance(a, str)
+    ]
+    return report
 
 
 async def classify_through_triton(
