@@ -12,6 +12,7 @@ import json
 import socket
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,8 @@ from guard.prompt import PromptFormat
 
 #: The regression set that ships with guardstream (``data/regression.jsonl``).
 REGRESSION_SET = Path(__file__).resolve().parents[1] / "data" / "regression.jsonl"
+REPLAY_SET = Path(__file__).resolve().parents[1] / "data" / "replay.jsonl"
+CALIBRATION_SET = Path(__file__).resolve().parents[1] / "data" / "calibration.jsonl"
 
 
 class SecurityProtocol(StrEnum):
@@ -435,6 +438,46 @@ class TrainingSettings(BaseModel):
             " distance of its heads to the serving heads; larger keeps the candidate closer"
             " to the serving model."
         ),
+    )
+    encoder_update: Literal["adapter", "heads"] = Field(
+        "adapter",
+        description=(
+            "Retraining an encoder guard: `adapter` continues its LoRA adapter and side"
+            " heads on the reviews plus the replay set (learns what the frozen encoder"
+            " cannot see: a language, a slang, a template family; minutes on CPU);"
+            " `heads` moves the heads alone (seconds)."
+        ),
+    )
+    adapter_epochs: int = Field(2, ge=1, description="Passes over reviews and replay rows.")
+    adapter_learning_rate: float = Field(
+        2e-4, gt=0, description="Learning rate of the encoder's LoRA adapter."
+    )
+    replay_data: Path | None = Field(
+        None,
+        description=(
+            "Rows the serving model was trained on, trained on again beside the reviews so"
+            " that it does not forget them (evaluation JSONL). Unset: the sample of the"
+            " shipped model's training data that guardstream ships, `data/replay.jsonl`."
+        ),
+    )
+    hold_operating_point: bool = Field(
+        True,
+        description=(
+            "Retraining an encoder guard: shift the candidate's side heads so that its"
+            " false-positive rate per side on the calibration set is the serving model's"
+            " (its gain is then recall at the same false-positive rate)."
+        ),
+    )
+    calibration_data: Path | None = Field(
+        None,
+        description=(
+            "Safe turns of real traffic that nothing trains on, for holding the operating"
+            " point (evaluation JSONL; its unsafe rows are ignored). Unset: the one"
+            " guardstream ships, `data/calibration.jsonl`."
+        ),
+    )
+    replay_weight: float = Field(
+        1.0, ge=0, description="Total weight of the replay rows relative to the reviews."
     )
     split_key: SecretStr | None = Field(
         None,

@@ -13,8 +13,10 @@ was trained for (``llama-guard-1``).
 from __future__ import annotations
 
 import json
+import random
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +24,17 @@ import numpy as np
 import torch
 
 from guard.conversation import ConversationError, Role
-from guard.encoder import Dense, EncoderHeadGuard, Heads
+from guard.encoder import (
+    Dense,
+    EncoderHeadGuard,
+    EncoderPrepared,
+    Heads,
+    SentenceEncoder,
+    encoder_path,
+    mean_pooled,
+)
 from guard.loaders import MANIFEST, read_manifest
-from guard.scoring import GuardRequest
+from guard.scoring import GuardRequest, length_batches
 from guard.taxonomy import PolicyRegistry
 from training.dataset import Example
 
@@ -129,3 +139,246 @@ def retrain_heads(
     }
     (final / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return final
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterUpdate:
+    """Continuing the encoder's LoRA adapter and the side heads from the serving model."""
+
+    epochs: int = 2
+    #: Learning rate of the adapter's LoRA weights (AdamW, linear decay).
+    lr: float = 2e-4
+    #: Learning rate of the prompt and response heads.
+    head_lr: float = 2e-3
+    batch: int = 16
+    #: Training inputs are the served views cut to this many tokens (head and tail).
+    train_len: int = 128
+    #: Total weight of the replay rows relative to the reviews' (1: the same).
+    replay_weight: float = 1.0
+    seed: int = 0
+
+
+def _side_weights(examples: Sequence[Example], replay: int, replay_weight: float) -> np.ndarray:
+    """Per-row loss weights: within the reviews, each side's safe and unsafe rows weigh
+    the same in total; the ``replay`` rows at the end together weigh ``replay_weight``
+    times the reviews."""
+    reviews = examples[: len(examples) - replay]
+    w = np.ones(len(examples), np.float64)
+    for side in (Role.USER, Role.AGENT):
+        for label in (False, True):
+            idx = [i for i, e in enumerate(reviews) if e.side is side and e.unsafe is label]
+            if idx:
+                w[idx] = len(reviews) / (4 * len(idx))
+    if replay:
+        w[len(reviews) :] = replay_weight * w[: len(reviews)].sum() / replay
+    return w / w.mean()
+
+
+def retrain_adapter_and_heads(
+    base: Path,
+    examples: Sequence[Example],
+    replay: Sequence[Example],
+    policies: PolicyRegistry,
+    out_dir: Path,
+    cfg: AdapterUpdate = AdapterUpdate(),
+    heads_cfg: HeadUpdate = HeadUpdate(),
+    lineage: dict[str, object] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Copy the ``encoder-head`` checkpoint ``base`` to ``out_dir/model`` with its LoRA
+    adapter and side heads trained further on ``examples`` (the reviews) and ``replay``
+    (rows the base model learnt from, so that it does not forget them), then its
+    category head moved as :func:`retrain_heads` moves it; return that directory.
+
+    For what the frozen encoder cannot see (a language, a slang, a template family),
+    moving the heads is not enough: the embeddings themselves must separate the pattern.
+    """
+    from peft import PeftModel
+
+    manifest = read_manifest(base)
+    adapter_name = manifest.get("adapter")
+    if not adapter_name:
+        raise ValueError(f"{base}: no adapter to continue; retrain the heads alone")
+    guard = EncoderHeadGuard.load(base)
+    reviews, review_inputs = _prepared(guard, examples, policies)
+    rehearsed, replay_inputs = _prepared(guard, replay, policies)
+    rows, inputs, n_replay = (
+        [*reviews, *rehearsed],
+        [*review_inputs, *replay_inputs],
+        len(rehearsed),
+    )
+    weights = torch.tensor(_side_weights(rows, n_replay, cfg.replay_weight), dtype=torch.float32)
+    ids = [_cut(p.ids, cfg.train_len) for p in inputs]
+    y = torch.tensor([e.unsafe for e in rows], dtype=torch.float32)
+    agent = torch.tensor([e.side is Role.AGENT for e in rows])
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    raw = SentenceEncoder.load(
+        encoder_path(manifest["encoder"]["package"]), guard.encoder.view, device=device
+    )
+    model = PeftModel.from_pretrained(raw.model, str(base / adapter_name), is_trainable=True)
+    heads = [_torch_dense(guard.heads.prompt, device), _torch_dense(guard.heads.response, device)]
+    y, agent, weights = y.to(device), agent.to(device), weights.to(device)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr},
+            {"params": [p for h in heads for p in h], "lr": cfg.head_lr},
+        ],
+        weight_decay=0.0,
+    )
+    batches = list(length_batches([len(x) for x in ids], cfg.batch, cfg.batch * cfg.train_len))
+    steps = max(1, len(batches) * cfg.epochs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / steps)
+    model.train()
+    start, step = time.monotonic(), 0
+    for _ in range(cfg.epochs):
+        rng.shuffle(batches)
+        for b in batches:
+            idx = torch.tensor(b, device=device)
+            pooled = mean_pooled(model, [ids[i] for i in b], raw.pad_id)
+            logit = torch.where(agent[idx], _forward(heads[1], pooled), _forward(heads[0], pooled))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logit, y[idx], weight=weights[idx]
+            )
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 25 == 0 or step == steps:
+                log(
+                    f"adapter step {step}/{steps} loss {loss.item():.3f} "
+                    f"({time.monotonic() - start:.0f} s)"
+                )
+    final = out_dir / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(base, final)
+    shutil.rmtree(final / adapter_name)
+    model.save_pretrained(str(final / adapter_name))
+    (final / adapter_name / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+    merged = SentenceEncoder(model.merge_and_unload().eval(), raw.tok, raw.view)
+    guard.encoder = merged
+    emb = guard.embed([p.ids for p in inputs])
+    with_codes = np.array([e.unsafe and e.policy_id == guard.default_policy_id for e in rows], bool)
+    targets = np.array(
+        [[float(c in e.categories) for c in guard.heads.codes] for e in rows], np.float32
+    ).reshape(len(rows), len(guard.heads.codes))
+    categories = updated_dense(
+        guard.heads.categories, emb[with_codes], targets[with_codes], heads_cfg, balanced=False
+    )
+    new = Heads(_numpy_dense(heads[0]), _numpy_dense(heads[1]), categories, guard.heads.codes)
+    new.save(final / str(manifest.get("heads", "heads.npz")))
+    manifest = read_manifest(final)
+    manifest["retrained"] = {
+        "method": "LoRA adapter and side heads continued from the base, with replay rows; "
+        "category head warm-started, L2 pull",
+        "adapter": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "pull": heads_cfg.pull,
+        "examples": len(rows) - n_replay,
+        "replay": n_replay,
+        "left_out_too_long": len(examples) + len(replay) - len(rows),
+        "steps": steps,
+        "seconds": round(time.monotonic() - start, 1),
+        **(lineage or {}),
+    }
+    (final / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return final
+
+
+def _prepared(
+    guard: EncoderHeadGuard, examples: Sequence[Example], policies: PolicyRegistry
+) -> tuple[list[Example], list[EncoderPrepared]]:
+    """The examples the model takes whole, with their encoder inputs."""
+    kept, inputs = [], []
+    for e in examples:
+        try:
+            inputs.append(guard.prepare(GuardRequest(e.turns, e.side, policies.get(e.policy_id))))
+        except ConversationError:  # longer than the model takes whole: served in windows
+            continue
+        kept.append(e)
+    return kept, inputs
+
+
+def _cut(ids: list[int], budget: int) -> list[int]:
+    if len(ids) <= budget:
+        return ids
+    return [ids[0], *SentenceEncoder.head_tail(ids[1:-1], budget - 2), ids[-1]]
+
+
+def _torch_dense(dense: Dense, device: str = "cpu") -> list[torch.Tensor]:
+    return [
+        torch.tensor(a, dtype=torch.float32, device=device, requires_grad=True)
+        for a in (*dense.weights, *dense.biases)
+    ]
+
+
+def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    n = len(params) // 2
+    h = x
+    for i in range(n):
+        h = h @ params[i] + params[n + i]
+        if i < n - 1:
+            h = torch.relu(h)
+    return h[:, 0]
+
+
+def _numpy_dense(params: list[torch.Tensor]) -> Dense:
+    arrays = [p.detach().cpu().numpy().astype(np.float32) for p in params]
+    n = len(arrays) // 2
+    return Dense(tuple(arrays[:n]), tuple(arrays[n:]))
+
+
+def hold_operating_point(
+    candidate: Path,
+    serving: EncoderHeadGuard,
+    safe: Sequence[Example],
+    policies: PolicyRegistry,
+    threshold: float,
+) -> dict[str, dict[str, float | int]]:
+    """Shift the bias of the candidate's side heads (``candidate`` is changed in place)
+    so that, per side, its false-positive rate at ``threshold`` on the ``safe`` rows is
+    the ``serving`` model's: what it gains is then recall at the same false-positive
+    rate, not a moved threshold. Returns, per side, the rows, both rates and the shift
+    (also recorded in the candidate's manifest, ``operating_point``)."""
+    guard = EncoderHeadGuard.load(candidate)
+    limit = float(np.log(threshold / (1 - threshold)))
+    kept, serving_inputs = _prepared(serving, safe, policies)
+    _, candidate_inputs = _prepared(guard, kept, policies)
+    serving_emb = serving.embed([p.ids for p in serving_inputs])
+    candidate_emb = guard.embed([p.ids for p in candidate_inputs])
+    heads = {Role.USER: guard.heads.prompt, Role.AGENT: guard.heads.response}
+    old = {Role.USER: serving.heads.prompt, Role.AGENT: serving.heads.response}
+    report: dict[str, dict[str, float | int]] = {}
+    for side in (Role.USER, Role.AGENT):
+        idx = np.array([e.side is side for e in kept], bool)
+        if not idx.any():
+            continue
+        served = old[side](serving_emb[idx])[:, 0]
+        logits = heads[side](candidate_emb[idx])[:, 0]
+        allowed = int((served >= limit).sum())
+        ranked = np.sort(logits)[::-1]
+        shift = 0.0 if allowed >= len(ranked) else limit - float(ranked[allowed]) - 1e-4
+        heads[side] = _shifted(heads[side], shift)
+        report[side.value] = {
+            "rows": int(idx.sum()),
+            "serving_fpr": allowed / int(idx.sum()),
+            "candidate_fpr_before": float((logits >= limit).mean()),
+            "candidate_fpr": float((logits + shift >= limit).mean()),
+            "shift": shift,
+        }
+    manifest = read_manifest(candidate)
+    new = Heads(heads[Role.USER], heads[Role.AGENT], guard.heads.categories, guard.heads.codes)
+    new.save(candidate / str(manifest.get("heads", "heads.npz")))
+    manifest["operating_point"] = {"threshold": threshold, **report}
+    (candidate / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return report
+
+
+def _shifted(dense: Dense, shift: float) -> Dense:
+    """``dense`` with ``shift`` added to its output logit."""
+    biases = list(dense.biases)
+    biases[-1] = (biases[-1] + np.float32(shift)).astype(np.float32)
+    return Dense(dense.weights, tuple(biases))

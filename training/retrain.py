@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guard.encoder import EncoderHeadGuard
 from guard.families import format_for
 from guard.loaders import MANIFEST, load_guard, read_manifest
 from guard.serving import deployment_parameters, scorer_config
-from guard.settings import REGRESSION_SET, Settings
+from guard.settings import CALIBRATION_SET, REGRESSION_SET, REPLAY_SET, Settings
 from guard.taxonomy import PolicyRegistry
 from stream_app.launchers.model import SHIPPED_MODEL
 from training import promote
@@ -31,7 +32,13 @@ from training.dataset import (
     trainable,
     write_snapshot,
 )
-from training.encoder_retrain import HeadUpdate, retrain_heads
+from training.encoder_retrain import (
+    AdapterUpdate,
+    HeadUpdate,
+    hold_operating_point,
+    retrain_adapter_and_heads,
+    retrain_heads,
+)
 from training.evaluate import evaluate_in_process
 from training.finetune import FinetuneConfig, finetune
 from training.formatting import Augmentations
@@ -58,6 +65,8 @@ class RetrainResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
     #: The staged candidate's id when it awaits approval.
     candidate_id: str | None = None
+    #: Where the candidate was trained (kept when refused, for a look at it).
+    candidate_checkpoint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -152,7 +161,32 @@ def retrain(
     # Named by what it trains from, so that a run stopped half-way resumes (state.pt).
     run_dir = t.work_dir / "runs" / f"{snap.version}-v{serving_v}"
     lineage = {"base": str(base), "serving_version": serving_v, "dataset": snap.version}
-    if read_manifest(base)["kind"] == "encoder-head":
+    manifest = read_manifest(base)
+    if (
+        manifest["kind"] == "encoder-head"
+        and t.encoder_update == "adapter"
+        and manifest.get("adapter")
+    ):
+        replay, unreadable = read_rows(t.replay_data or REPLAY_SET, policies)
+        if unreadable:
+            raise ValueError(f"{t.replay_data or REPLAY_SET}: unreadable rows {unreadable[:3]}")
+        candidate_ckpt = retrain_adapter_and_heads(
+            base,
+            snap.train,
+            replay,
+            policies,
+            run_dir,
+            AdapterUpdate(
+                epochs=t.adapter_epochs,
+                lr=t.adapter_learning_rate,
+                replay_weight=t.replay_weight,
+                seed=t.seed,
+            ),
+            HeadUpdate(pull=t.head_pull),
+            lineage,
+            log.info,
+        )
+    elif manifest["kind"] == "encoder-head":
         candidate_ckpt = retrain_heads(
             base, snap.train, policies, run_dir, HeadUpdate(pull=t.head_pull), lineage
         )
@@ -176,6 +210,24 @@ def retrain(
                 ),
             ),
         )
+    serv_guard = load_guard(serving_ckpt, scorer)
+    if (
+        t.hold_operating_point
+        and manifest["kind"] == "encoder-head"
+        and isinstance(serv_guard, EncoderHeadGuard)
+    ):
+        path = t.calibration_data or CALIBRATION_SET
+        calibration, unreadable = read_rows(path, policies)
+        if unreadable:
+            raise ValueError(f"{path}: unreadable rows {unreadable[:3]}")
+        held = hold_operating_point(
+            candidate_ckpt,
+            serv_guard,
+            [e for e in calibration if not e.unsafe],
+            policies,
+            serv_guard.threshold,
+        )
+        log.info("operating point held on %s: %s", path, held)
     sets = {"validation": snap.validation}
     if t.regression_gate:
         path = t.regression_data or REGRESSION_SET
@@ -183,7 +235,7 @@ def retrain(
         if unreadable:
             raise ValueError(f"{path}: unreadable rows {unreadable[:3]}")
         sets["regression"] = regression
-    cand_guard, serv_guard = load_guard(candidate_ckpt, scorer), load_guard(serving_ckpt, scorer)
+    cand_guard = load_guard(candidate_ckpt, scorer)
     cand = {k: evaluate_in_process(cand_guard, xs, policies) for k, xs in sets.items()}
     serv = {k: evaluate_in_process(serv_guard, xs, policies) for k, xs in sets.items()}
     for name in sets:
@@ -193,6 +245,7 @@ def retrain(
     result = RetrainResult(
         "rejected", "", snap.version, serving_v, None, cand["validation"], serv["validation"], rej
     )
+    result.candidate_checkpoint = str(candidate_ckpt)
     result.regression = {"candidate": cand.get("regression"), "serving": serv.get("regression")}
     result.checks = [c.to_dict() for c in checks]
     if passed(checks) and t.require_approval:

@@ -11,14 +11,21 @@ import pytest
 from pydantic import SecretStr
 
 from guard.conversation import Role, Turn
-from guard.encoder import Heads
+from guard.encoder import Dense, EncoderHeadGuard, Heads
 from guard.loaders import MANIFEST, load_guard
 from guard.scoring import GuardRequest
-from guard.settings import Settings
+from guard.settings import CALIBRATION_SET, REPLAY_SET, Settings
 from guard.taxonomy import LLAMA_GUARD_1, PolicyRegistry
 from training import promote
-from training.dataset import Example
-from training.encoder_retrain import HeadUpdate, retrain_heads
+from training.dataset import Example, read_rows
+from training.encoder_retrain import (
+    AdapterUpdate,
+    HeadUpdate,
+    _side_weights,
+    hold_operating_point,
+    retrain_adapter_and_heads,
+    retrain_heads,
+)
 from training.retrain import retrain
 
 DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -96,6 +103,7 @@ def _retrain_settings(tmp_path: Path, **training: object) -> Settings:
                     "validation_fraction": 0.5,
                     "split_key": SecretStr("test-split-key"),
                     "head_pull": 0.01,
+                    "encoder_update": "heads",
                     **training,
                 }
             ),
@@ -156,7 +164,8 @@ def test_poisoned_reviews_that_win_on_their_own_validation_are_refused_by_the_re
 ) -> None:
     """Reviews that call harmful requests safe (and a new pattern unsafe, so that the
     candidate looks better on the reviewed validation split) train a candidate that
-    misses harm the serving model catches: the shipped regression set refuses it."""
+    ranks harm the serving model catches as safe: the shipped regression set refuses
+    it."""
     monkeypatch.delenv("GUARDSTREAM_MODEL_CHECKPOINT", raising=False)
     s = _retrain_settings(tmp_path)
     poison = [
@@ -167,7 +176,9 @@ def test_poisoned_reviews_that_win_on_their_own_validation_are_refused_by_the_re
     assert result.status == "rejected", result.reason
     assert result.candidate["auprc"] > result.serving["auprc"] + 0.01  # it did "win" there
     failed = [c["rule"] for c in result.checks if not c["passed"]]
-    assert "regression: user recall" in failed, result.reason
+    # Its operating point is held on the calibration set, so it flags as much as the
+    # serving model there; what gives it away is how it ranks the regression set.
+    assert "regression: AUPRC" in failed, result.reason
     assert promote.versions(s.local.model_repository / "guard") == [1]
 
 
@@ -229,3 +240,104 @@ def test_a_candidate_gated_against_an_older_version_cannot_be_approved(tmp_path:
         promote.approve(model_dir, cid, "ann")
     promote.reject(model_dir, cid)
     assert promote.staged(model_dir) == {}
+
+
+def _replay(n: int) -> list[Example]:
+    """The first ``n`` safe and ``n`` unsafe rows of the shipped replay set."""
+    rows, _ = read_rows(REPLAY_SET, PolicyRegistry())
+    return [e for e in rows if e.unsafe][:n] + [e for e in rows if not e.unsafe][:n]
+
+
+def test_retraining_the_adapter_moves_the_encoder_and_the_heads(tmp_path: Path) -> None:
+    """The adapter path continues the served LoRA adapter (its weights change) and the
+    side heads, from reviews plus replay rows, and records both in the manifest."""
+    examples = _varied(_examples(), ("", "hey, ", "ok so "))
+    out = retrain_adapter_and_heads(
+        DEFAULT,
+        examples,
+        _replay(10),
+        PolicyRegistry(),
+        tmp_path,
+        AdapterUpdate(epochs=2, lr=1e-3),
+        log=lambda _: None,
+    )
+    before_unsafe, after_unsafe = _scores(DEFAULT, MISSED), _scores(out, MISSED)
+    before_safe, after_safe = _scores(DEFAULT, SAFE), _scores(out, SAFE)
+    assert after_unsafe.mean() > before_unsafe.mean() + 0.1, (before_unsafe, after_unsafe)
+    assert after_safe.mean() < before_safe.mean() + 0.05, (before_safe, after_safe)
+    base_adapter = (DEFAULT / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() != base_adapter
+    retrained = json.loads((out / MANIFEST).read_text())["retrained"]
+    assert retrained["examples"] == len(examples) and retrained["replay"] == 20
+    assert retrained["adapter"]["epochs"] == 2
+
+
+def test_replay_rows_weigh_what_the_reviews_weigh_and_each_label_half_a_side() -> None:
+    turn = (Turn(Role.USER, "x"),)
+    reviews = [Example(f"r{i}", "c", turn, i < 1, ()) for i in range(4)]  # 1 unsafe, 3 safe
+    replay = [Example(f"p{i}", "c", turn, False, (), source="replay") for i in range(8)]
+    w = _side_weights([*reviews, *replay], len(replay), 1.0)
+    assert w[0] == pytest.approx(3 * w[1])  # the one unsafe review weighs its three safe ones
+    assert w[:4].sum() == pytest.approx(w[4:].sum())
+    assert _side_weights(reviews, 0, 1.0).mean() == pytest.approx(1.0)
+
+
+def test_guardstream_retrain_retrains_the_adapter_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default ``encoder_update`` the retrain of the shipped model continues its
+    adapter on the reviews and the configured replay rows."""
+    monkeypatch.delenv("GUARDSTREAM_MODEL_CHECKPOINT", raising=False)
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text("".join(json.dumps(e.to_row()) + "\n" for e in _replay(8)))
+    s = _retrain_settings(
+        tmp_path,
+        regression_gate=False,
+        gate_min_rows=10,
+        encoder_update="adapter",
+        replay_data=replay,
+        adapter_epochs=1,
+    )
+    leads = ("", "hey, ", "quick question: ", "yo ", "ok so ")
+    result = retrain(s, _varied(_examples(), leads), [], reload=False)
+    assert result.candidate_checkpoint is not None
+    retrained = json.loads((Path(result.candidate_checkpoint) / MANIFEST).read_text())["retrained"]
+    assert retrained["replay"] == 16 and "adapter" in retrained
+    assert result.candidate["auprc"] > result.serving["auprc"], result.reason
+
+
+def test_holding_the_operating_point_gives_the_candidate_the_serving_false_positive_rate(
+    tmp_path: Path,
+) -> None:
+    """A candidate that scores everything higher (a moved threshold, not a better model)
+    is shifted back: per side, its false-positive rate on the calibration rows becomes
+    the serving model's, measured by scoring the saved checkpoint."""
+    candidate = tmp_path / "candidate"
+    shutil.copytree(DEFAULT, candidate)
+    heads = Heads.load(DEFAULT / "heads.npz")
+    bump = {
+        name: Dense(d.weights, (*d.biases[:-1], d.biases[-1] + 3.0))
+        for name, d in (("prompt", heads.prompt), ("response", heads.response))
+    }
+    Heads(bump["prompt"], bump["response"], heads.categories, heads.codes).save(
+        candidate / "heads.npz"
+    )
+    safe = [e for e in read_rows(CALIBRATION_SET, PolicyRegistry())[0] if not e.unsafe]
+    safe = safe[:150] + [e for e in safe if e.side is Role.AGENT][:150]
+    serving = load_guard(DEFAULT)
+    assert isinstance(serving, EncoderHeadGuard)
+
+    def fpr(checkpoint: Path, side: Role) -> float:
+        rows = [e for e in safe if e.side is side]
+        guard = load_guard(checkpoint)
+        results = guard.score([GuardRequest(e.turns, side, LLAMA_GUARD_1) for e in rows])
+        return float(np.mean([r.unsafe for r in results]))
+
+    assert fpr(candidate, Role.USER) > fpr(DEFAULT, Role.USER) + 0.05
+    report = hold_operating_point(candidate, serving, safe, PolicyRegistry(), serving.threshold)
+    for side in (Role.USER, Role.AGENT):
+        assert report[side.value]["shift"] < -1.0
+        assert fpr(candidate, side) == pytest.approx(fpr(DEFAULT, side), abs=1e-9)
+        assert report[side.value]["candidate_fpr"] == pytest.approx(fpr(DEFAULT, side))
+    manifest = json.loads((candidate / MANIFEST).read_text())
+    assert manifest["operating_point"]["user"]["rows"] == 150

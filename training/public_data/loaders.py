@@ -417,12 +417,13 @@ def load_wiki_talk(root: Path) -> list[Row]:
 CONVABUSE_O2 = ("sex_harassment",)
 
 
-def load_convabuse(root: Path) -> list[Row]:
-    """ConvAbuse (test split): real users' messages to two chatbots (CarbonBot, ELIZA)
-    with the two turns before. Unsafe when more annotators rate it abusive (-1..-3)
-    than not (1 or ambiguous 0); ties are dropped. O2 when most of those who rate it
-    abusive call it sexual harassment, else O1."""
-    path = root / "convabuse" / "2_splits" / "ConvAbuseEMNLPtest.csv"
+def load_convabuse(root: Path, split: str = "test") -> list[Row]:
+    """ConvAbuse (the test split unless told): real users' messages to two chatbots
+    (CarbonBot, ELIZA) with the two turns before. Unsafe when more annotators rate it
+    abusive (-1..-3) than not (1 or ambiguous 0); ties are dropped. O2 when most of
+    those who rate it abusive call it sexual harassment, else O1. Ids of other splits
+    start with the split's name."""
+    path = root / "convabuse" / "2_splits" / f"ConvAbuseEMNLP{split}.csv"
     rows = []
     for r in _read_csv(path):
         names = sorted({k.split("_is_abuse")[0] for k in r if "_is_abuse." in k})
@@ -440,7 +441,7 @@ def load_convabuse(root: Path) -> list[Row]:
         if conversation[0]["role"] != "user":
             conversation = conversation[-1:]
         unsafe = len(abusive) > len(fine)
-        key = r["example_id"]
+        key = r["example_id"] if split == "test" else f"{split}-{r['example_id']}"
         rows.append(make_row("convabuse", key, conversation, unsafe, ["O2" if sexual else "O1"]))
     return rows
 
