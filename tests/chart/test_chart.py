@@ -403,6 +403,17 @@ def test_retrain_gets_the_reviewer_keys_from_a_secret_only_when_named(render):
                 assert "GUARDSTREAM_REVIEW__REVIEWER_KEYS" not in env_of(c)
 
 
+def test_retrain_stages_candidates_for_approval_when_told(render):
+    from guard.settings import TrainingSettings
+
+    for value, expected in (("true", True), ("false", False)):
+        docs = render("default", "--set", f"retrain.requireApproval={value}")
+        env = env_of(container(retrain(docs), "retrain"))
+        raw = env["GUARDSTREAM_TRAINING__REQUIRE_APPROVAL"]["value"]
+        parsed = TrainingSettings.model_validate({"require_approval": raw})
+        assert parsed.require_approval is expected
+
+
 def test_retrain_without_gpu(render):
     docs = render("no-gpu-retrain")
     c = container(retrain(docs), "retrain")
