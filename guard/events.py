@@ -226,6 +226,86 @@ def decode_chat_turn(raw: bytes | None, max_content_bytes: int) -> ChatTurn:
     return turn
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyChunk:
+    """One piece of an agent reply streamed while it is generated (reply-chunks topic,
+    key = stream id, so that a stream's chunks stay in one partition, in order).
+
+    ``stream_id`` names the reply (and is the event id of its final verdict);
+    ``chunk_index`` counts from 0; ``delta`` is the text the chunk appends; the chunk
+    with ``final`` true is the last one (its delta may be empty). ``context`` (the turns
+    before the reply, at least the user's) rides on chunk 0; ``conversation_id``,
+    ``tenant`` and ``policy_id`` must be the same on every chunk of a stream."""
+
+    stream_id: str
+    conversation_id: str
+    chunk_index: int
+    delta: str
+    final: bool
+    timestamp: str
+    tenant: str | None = None
+    policy_id: str | None = None
+    context: tuple[Turn, ...] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "stream_id": self.stream_id,
+            "conversation_id": self.conversation_id,
+            "chunk_index": self.chunk_index,
+            "delta": self.delta,
+            "final": self.final,
+            "timestamp": self.timestamp,
+        }
+        for name in ("tenant", "policy_id"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        if self.context is not None:
+            d["context"] = turns_to_rows(self.context)
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def decode_reply_chunk(raw: bytes | None, max_delta_bytes: int) -> ReplyChunk:
+    """Validate and decode a reply-chunk event; :class:`EventError` says why not."""
+    data = _load_event(raw)
+    stream_id = _id(data, "stream_id")
+    conversation_id = _id(data, "conversation_id")
+    if not stream_id.strip() or not conversation_id.strip():
+        raise EventError("stream_id and conversation_id must not be empty")
+    index = _field(data, "chunk_index", int)
+    if index < 0:
+        raise EventError("chunk_index must be >= 0")
+    delta = _field(data, "delta", str)
+    if len(delta.encode("utf-8", "surrogatepass")) > max_delta_bytes:
+        raise EventError(f"delta is over the limit of {max_delta_bytes} bytes")
+    final = _field(data, "final", bool)
+    if not delta and not final:
+        raise EventError("delta is empty (only the final chunk may be)")
+    timestamp = _field(data, "timestamp", str)
+    if len(timestamp) > MAX_TIMESTAMP_CHARS:
+        raise EventError(f"timestamp is {len(timestamp)} characters, over {MAX_TIMESTAMP_CHARS}")
+    parse_rfc3339(timestamp)
+    context_raw = _field(data, "context", list, required=False)
+    context = None if context_raw is None else _checked(parse_turns, context_raw, "context")
+    if context is not None and (not context or context[-1].role is not Role.USER):
+        raise EventError("context must end with the user's turn the reply answers")
+    return ReplyChunk(
+        stream_id=stream_id,
+        conversation_id=conversation_id,
+        chunk_index=index,
+        delta=delta,
+        final=final,
+        timestamp=timestamp,
+        tenant=_id(data, "tenant", required=False),
+        policy_id=_id(data, "policy_id", required=False),
+        context=context,
+    )
+
+
 def _checked(parse: Any, value: object, what: str) -> Any:
     """``parse(value, what)`` with its error as an :class:`EventError`."""
     try:
