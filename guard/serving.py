@@ -58,6 +58,20 @@ class ServiceConfig:
     #: GPU if there is one, else the CPU.
     device: str | None = None
 
+    @classmethod
+    def for_evaluation(cls, params: Mapping[str, str]) -> ServiceConfig:
+        """How the served model judges, from its parameters (config.pbtxt with the
+        deployment's settings over them), for scoring in process: no checkpoint of its
+        own, no canary."""
+        policy_dir = params.get("policy_dir")
+        return cls(
+            checkpoint=Path("."),
+            scorer=scorer_config(params),
+            policy_dir=Path(policy_dir) if policy_dir else None,
+            canary=False,
+            **_params(params, default_policy_id=str, max_content_chars=int, window_chars=int),
+        )
+
     def __post_init__(self) -> None:
         if self.window_chars is not None and self.window_chars < MIN_WINDOW_CHARS:
             raise ValueError(f"window_chars must be >= {MIN_WINDOW_CHARS}, got {self.window_chars}")
@@ -196,7 +210,7 @@ class GuardService:
         prepared: list[list[Prepared] | str] = []
         for items in requests:
             try:
-                prepared.append([self._prepare(item) for item in items])
+                prepared.append([self.prepare(item) for item in items])
             except InvalidInput as exc:
                 prepared.append(INVALID_REQUEST + str(exc))
         flat = [v for req in prepared if not isinstance(req, str) for p in req for v in p.inputs]
@@ -216,7 +230,8 @@ class GuardService:
             return whole
         return judged(whole, parts, self.guard.window_threshold, self.guard.threshold)
 
-    def _prepare(self, item: RawItem) -> Prepared:
+    def prepare(self, item: RawItem) -> Prepared:
+        """One item's model inputs (its whole view and its windows), or InvalidInput."""
         if len(item.conversation) > self.cfg.max_content_chars * 4 + 1024:
             raise ConversationError(
                 f"conversation is {len(item.conversation)} bytes, over the limit"

@@ -444,7 +444,7 @@ class TrainingSettings(BaseModel):
         description=(
             "Retraining an encoder guard: `adapter` continues its LoRA adapter and side"
             " heads on the reviews plus the replay set (learns what the frozen encoder"
-            " cannot see: a language, a slang, a template family; minutes on CPU);"
+            " cannot see: a template family, a slang; minutes on CPU);"
             " `heads` moves the heads alone (seconds)."
         ),
     )

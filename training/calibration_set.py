@@ -2,14 +2,13 @@
 
     python -m training.calibration_set [--out data/calibration.jsonl]
 
-Safe turns of real traffic that nothing trains on and that are not in the regression
-set (``training.regression_set``), both sides:
+Safe turns of real traffic that nothing trains on, whose text the regression set
+(``training.regression_set``) does not hold, each text once, both sides:
 
 * ConvAbuse, train and validation splits: real users' messages to chatbots that most
   annotators did not call abusive (the regression set has the test split);
 * Wikipedia talk comments rated not toxic: 800 of those the regression set does not
   hold, by a hash of the id;
-* CoCoNot's contrast set: benign requests that look like unsafe ones;
 * DICES-990: chatbot replies raters judged safe (agent side; the regression set has
   DICES-350).
 
@@ -31,6 +30,7 @@ import orjson
 from guard.settings import CALIBRATION_SET
 from training.public_data import loaders
 from training.public_data.catalogue import datasets_root
+from training.public_data.splits import overlap_key, side
 from training.regression_set import build as regression_rows
 
 Row = dict[str, Any]
@@ -41,17 +41,25 @@ def _sample(rows: list[Row], n: int) -> list[Row]:
 
 
 def build(root: Path) -> list[Row]:
-    in_regression = {r["id"] for r in regression_rows(root)}
+    regression = regression_rows(root)
+    in_regression = {r["id"] for r in regression}
+    held_texts = {(side(r), overlap_key(r)) for r in regression}
     wiki = [r for r in loaders.load_wiki_talk(root) if r["id"] not in in_regression]
     rows = (
         loaders.load_convabuse(root, "train")
         + loaders.load_convabuse(root, "valid")
         + _sample([r for r in wiki if r["label"] == "safe"], 800)
-        + loaders.load_coconot_contrast(root)
         + [r for r in loaders.load_dices(root) if r["id"].startswith("dices_990:")]
     )
-    safe = [r for r in rows if r["label"] == "safe" and r["id"] not in in_regression]
-    return sorted(safe, key=lambda r: r["id"])
+    out, seen = [], set()
+    for r in sorted(rows, key=lambda r: r["id"]):
+        key = (side(r), overlap_key(r))
+        # Not a text the regression set holds (the gate's evidence stays independent),
+        # and each text once (a common "yes" must not weigh hundreds of times).
+        if r["label"] == "safe" and key not in held_texts and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ was trained for (``llama-guard-1``).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guard.conversation import ConversationError, Role
+from guard.conversation import ConversationError, Role, turns_to_json
 from guard.encoder import (
     Dense,
     EncoderHeadGuard,
@@ -33,10 +34,15 @@ from guard.encoder import (
     encoder_path,
     mean_pooled,
 )
+from guard.errors import InvalidInput
 from guard.loaders import MANIFEST, read_manifest
-from guard.scoring import GuardRequest, length_batches
+from guard.protocol import RawItem
+from guard.scoring import GuardRequest, ScorerConfig, length_batches
+from guard.serving import GuardService, ServiceConfig
 from guard.taxonomy import PolicyRegistry
 from training.dataset import Example
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,17 +164,24 @@ class AdapterUpdate:
     seed: int = 0
 
 
+#: Largest weight of one review relative to the average review (a lone review of a
+#: rare side and label must not steer the update, nor a poisoner through it).
+MAX_REVIEW_WEIGHT = 10.0
+
+
 def _side_weights(examples: Sequence[Example], replay: int, replay_weight: float) -> np.ndarray:
-    """Per-row loss weights: within the reviews, each side's safe and unsafe rows weigh
-    the same in total; the ``replay`` rows at the end together weigh ``replay_weight``
-    times the reviews."""
+    """Per-row loss weights: within each side of the reviews, the safe and the unsafe
+    rows weigh the same in total (half the side's rows each), no review more than
+    :data:`MAX_REVIEW_WEIGHT`; the ``replay`` rows at the end together weigh
+    ``replay_weight`` times the reviews."""
     reviews = examples[: len(examples) - replay]
     w = np.ones(len(examples), np.float64)
     for side in (Role.USER, Role.AGENT):
+        on_side = [i for i, e in enumerate(reviews) if e.side is side]
         for label in (False, True):
-            idx = [i for i, e in enumerate(reviews) if e.side is side and e.unsafe is label]
+            idx = [i for i in on_side if reviews[i].unsafe is label]
             if idx:
-                w[idx] = len(reviews) / (4 * len(idx))
+                w[idx] = min(len(on_side) / (2 * len(idx)), MAX_REVIEW_WEIGHT)
     if replay:
         w[len(reviews) :] = replay_weight * w[: len(reviews)].sum() / replay
     return w / w.mean()
@@ -336,45 +349,114 @@ def hold_operating_point(
     serving: EncoderHeadGuard,
     safe: Sequence[Example],
     policies: PolicyRegistry,
-    threshold: float,
+    config: ServiceConfig | None = None,
+    scorer: ScorerConfig | None = None,
 ) -> dict[str, dict[str, float | int]]:
     """Shift the bias of the candidate's side heads (``candidate`` is changed in place)
-    so that, per side, its false-positive rate at ``threshold`` on the ``safe`` rows is
-    the ``serving`` model's: what it gains is then recall at the same false-positive
-    rate, not a moved threshold. Returns, per side, the rows, both rates and the shift
+    so that, per side, its false-positive rate on the ``safe`` rows is as close to the
+    ``serving`` model's as it can be without exceeding it: what it gains is then recall
+    at the same false-positive rate, not a moved threshold.
+
+    Verdicts are the served ones (``config``: windows for long turns, each model at its
+    own threshold and window threshold), so one number per row decides: its margin,
+    the largest of (whole view's logit - turn threshold's logit) and (best window's
+    logit - window threshold's logit); a shift flags the rows whose margin plus the
+    shift is >= 0. The cut falls midway between two distinct candidate margins (rows
+    with equal margins, such as repeated texts, stay on one side); when the serving
+    model flags none, the candidate's highest safe row keeps the serving model's
+    distance below the bar. Returns, per side, the rows, both rates and the shift
     (also recorded in the candidate's manifest, ``operating_point``)."""
-    guard = EncoderHeadGuard.load(candidate)
-    limit = float(np.log(threshold / (1 - threshold)))
-    kept, serving_inputs = _prepared(serving, safe, policies)
-    _, candidate_inputs = _prepared(guard, kept, policies)
-    serving_emb = serving.embed([p.ids for p in serving_inputs])
-    candidate_emb = guard.embed([p.ids for p in candidate_inputs])
+    guard = EncoderHeadGuard.load(candidate, scorer)
+    service_cfg = config or ServiceConfig(Path("."), ScorerConfig(), canary=False)
+    serving_margins, kept = _served_margins(serving, serving.heads, safe, policies, service_cfg)
+    candidate_margins, _ = _served_margins(guard, guard.heads, kept, policies, service_cfg)
     heads = {Role.USER: guard.heads.prompt, Role.AGENT: guard.heads.response}
-    old = {Role.USER: serving.heads.prompt, Role.AGENT: serving.heads.response}
     report: dict[str, dict[str, float | int]] = {}
     for side in (Role.USER, Role.AGENT):
         idx = np.array([e.side is side for e in kept], bool)
         if not idx.any():
+            log.warning("operating point: no calibration rows on the %s side", side.value)
             continue
-        served = old[side](serving_emb[idx])[:, 0]
-        logits = heads[side](candidate_emb[idx])[:, 0]
-        allowed = int((served >= limit).sum())
-        ranked = np.sort(logits)[::-1]
-        shift = 0.0 if allowed >= len(ranked) else limit - float(ranked[allowed]) - 1e-4
+        served, margins = serving_margins[idx], candidate_margins[idx]
+        allowed = int((served >= 0).sum())
+        shift = _shift_for(margins, allowed, float(served.max()))
         heads[side] = _shifted(heads[side], shift)
         report[side.value] = {
             "rows": int(idx.sum()),
             "serving_fpr": allowed / int(idx.sum()),
-            "candidate_fpr_before": float((logits >= limit).mean()),
-            "candidate_fpr": float((logits + shift >= limit).mean()),
+            "candidate_fpr_before": float((margins >= 0).mean()),
+            "candidate_fpr": float((margins + shift >= 0).mean()),
             "shift": shift,
         }
     manifest = read_manifest(candidate)
     new = Heads(heads[Role.USER], heads[Role.AGENT], guard.heads.categories, guard.heads.codes)
     new.save(candidate / str(manifest.get("heads", "heads.npz")))
-    manifest["operating_point"] = {"threshold": threshold, **report}
+    manifest["operating_point"] = {
+        "left_out": len(safe) - len(kept),
+        "sides_without_rows": [s.value for s in Role if s.value not in report],
+        **report,
+    }
     (candidate / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return report
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+def _served_margins(
+    guard: EncoderHeadGuard,
+    heads: Heads,
+    rows: Sequence[Example],
+    policies: PolicyRegistry,
+    config: ServiceConfig,
+) -> tuple[np.ndarray, list[Example]]:
+    """Per row, the served verdict's margin (see :func:`hold_operating_point`), and the
+    rows the service takes (a row it rejects is left out)."""
+    service = GuardService(guard, policies, config)
+    kept, prepared = [], []
+    for e in rows:
+        item = RawItem(turns_to_json(e.turns), e.side.value.encode(), e.policy_id.encode())
+        try:
+            prepared.append(service.prepare(item))
+        except InvalidInput:
+            continue
+        kept.append(e)
+    inputs = [x for p in prepared for x in p.inputs]
+    emb = guard.embed([x.ids for x in inputs])
+    turn_bar, window_bar = _logit(guard.threshold), _logit(guard.window_threshold)
+    margins = np.zeros(len(kept), np.float64)
+    at = 0
+    for i, (e, p) in enumerate(zip(kept, prepared, strict=True)):
+        head = heads.prompt if e.side is Role.USER else heads.response
+        logits = head(emb[at : at + len(p.inputs)])[:, 0]
+        at += len(p.inputs)
+        whole, parts = (logits[0], logits[1:]) if p.whole is not None else (None, logits)
+        if whole is not None and not len(parts):
+            margins[i] = whole - turn_bar
+        elif whole is None:
+            margins[i] = float(parts.max()) - turn_bar
+        else:
+            margins[i] = max(whole - turn_bar, float(parts.max()) - window_bar)
+    return margins, kept
+
+
+def _shift_for(margins: np.ndarray, allowed: int, serving_top: float) -> float:
+    """The shift that flags the most rows without flagging more than ``allowed``."""
+    values = np.unique(margins)[::-1]  # distinct, highest first
+    if allowed <= 0 or not len(values):
+        # None flagged: keep the serving model's distance below the bar (at least 0.1).
+        gap = max(-serving_top, 0.1)
+        return float(-(values[0] + gap)) if len(values) else 0.0
+    best = -(values[0] + max(-serving_top, 0.1))  # flags nothing
+    for j, v in enumerate(values):
+        flagged = int((margins >= v).sum())
+        if flagged > allowed:
+            break
+        below = values[j + 1] if j + 1 < len(values) else v - 1.0
+        best = -(v + below) / 2
+    return float(best)
 
 
 def _shifted(dense: Dense, shift: float) -> Dense:

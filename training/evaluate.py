@@ -58,14 +58,21 @@ def report_from_scores(
 
 
 def evaluate_in_process(
-    guard: Guard[Any], examples: Sequence[Example], policies: PolicyRegistry, batch: int = 64
+    guard: Guard[Any],
+    examples: Sequence[Example],
+    policies: PolicyRegistry,
+    config: ServiceConfig | None = None,
+    batch: int = 64,
 ) -> dict[str, Any]:
     """Score ``examples`` as the served model does (:class:`guard.serving.GuardService`:
-    a turn longer than the model's view is also judged in windows) and report.
+    a turn longer than the model's view is also judged in windows; ``config``: the
+    served model's window size, size limit and default policy, else the defaults) and
+    report.
 
     A row the service rejects (over its size limit) is left out and listed under
     ``rejected``."""
-    service = GuardService(guard, policies, ServiceConfig(Path("."), ScorerConfig(), canary=False))
+    config = config or ServiceConfig(Path("."), ScorerConfig(), canary=False)
+    service = GuardService(guard, policies, config)
     start = time.perf_counter()
     answers: list[ItemAnswer | str] = []
     for i in range(0, len(examples), batch):

@@ -18,7 +18,7 @@ from typing import Any
 from guard.encoder import EncoderHeadGuard
 from guard.families import format_for
 from guard.loaders import MANIFEST, load_guard, read_manifest
-from guard.serving import deployment_parameters, scorer_config
+from guard.serving import ServiceConfig, deployment_parameters, scorer_config
 from guard.settings import CALIBRATION_SET, REGRESSION_SET, REPLAY_SET, Settings
 from guard.taxonomy import PolicyRegistry
 from stream_app.launchers.model import SHIPPED_MODEL
@@ -187,6 +187,8 @@ def retrain(
             log.info,
         )
     elif manifest["kind"] == "encoder-head":
+        if t.encoder_update == "adapter":
+            log.warning("%s has no adapter to continue: retraining its heads alone", base)
         candidate_ckpt = retrain_heads(
             base, snap.train, policies, run_dir, HeadUpdate(pull=t.head_pull), lineage
         )
@@ -211,6 +213,7 @@ def retrain(
             ),
         )
     serv_guard = load_guard(serving_ckpt, scorer)
+    served_as = ServiceConfig.for_evaluation(params)  # windows etc. as Triton's model
     if (
         t.hold_operating_point
         and manifest["kind"] == "encoder-head"
@@ -225,9 +228,16 @@ def retrain(
             serv_guard,
             [e for e in calibration if not e.unsafe],
             policies,
-            serv_guard.threshold,
+            served_as,
+            scorer,
         )
         log.info("operating point held on %s: %s", path, held)
+    elif t.hold_operating_point:
+        log.warning(
+            "operating point not held: only encoder guards are shifted (base %s, serving %s)",
+            manifest["kind"],
+            type(serv_guard).__name__,
+        )
     sets = {"validation": snap.validation}
     if t.regression_gate:
         path = t.regression_data or REGRESSION_SET
@@ -236,8 +246,13 @@ def retrain(
             raise ValueError(f"{path}: unreadable rows {unreadable[:3]}")
         sets["regression"] = regression
     cand_guard = load_guard(candidate_ckpt, scorer)
-    cand = {k: evaluate_in_process(cand_guard, xs, policies) for k, xs in sets.items()}
-    serv = {k: evaluate_in_process(serv_guard, xs, policies) for k, xs in sets.items()}
+    cand = {k: evaluate_in_process(cand_guard, xs, policies, served_as) for k, xs in sets.items()}
+    serv = {k: evaluate_in_process(serv_guard, xs, policies, served_as) for k, xs in sets.items()}
+    for name, report in [*cand.items(), *serv.items()]:
+        if report["rejected"]:  # left out of both models' numbers alike
+            log.warning(
+                "%d %s rows left out: %s", len(report["rejected"]), name, report["rejected"][:3]
+            )
     for name in sets:
         print(table(serv[name], f"serving version {serving_v} on {name} ({snap.version})"))
         print(table(cand[name], f"candidate on {name}"))

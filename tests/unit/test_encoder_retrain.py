@@ -14,18 +14,21 @@ from guard.conversation import Role, Turn
 from guard.encoder import Dense, EncoderHeadGuard, Heads
 from guard.loaders import MANIFEST, load_guard
 from guard.scoring import GuardRequest
-from guard.settings import CALIBRATION_SET, REPLAY_SET, Settings
+from guard.settings import CALIBRATION_SET, REPLAY_SET, Settings, TrainingSettings
 from guard.taxonomy import LLAMA_GUARD_1, PolicyRegistry
 from training import promote
 from training.dataset import Example, read_rows
 from training.encoder_retrain import (
+    MAX_REVIEW_WEIGHT,
     AdapterUpdate,
     HeadUpdate,
+    _shift_for,
     _side_weights,
     hold_operating_point,
     retrain_adapter_and_heads,
     retrain_heads,
 )
+from training.evaluate import evaluate_in_process
 from training.retrain import retrain
 
 DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -179,6 +182,7 @@ def test_poisoned_reviews_that_win_on_their_own_validation_are_refused_by_the_re
     # Its operating point is held on the calibration set, so it flags as much as the
     # serving model there; what gives it away is how it ranks the regression set.
     assert "regression: AUPRC" in failed, result.reason
+    assert any(rule.startswith("regression: AUPRC[") for rule in failed), result.reason
     assert promote.versions(s.local.model_repository / "guard") == [1]
 
 
@@ -258,7 +262,7 @@ def test_retraining_the_adapter_moves_the_encoder_and_the_heads(tmp_path: Path) 
         _replay(10),
         PolicyRegistry(),
         tmp_path,
-        AdapterUpdate(epochs=2, lr=1e-3),
+        AdapterUpdate(epochs=5, lr=1e-3, batch=8),
         log=lambda _: None,
     )
     before_unsafe, after_unsafe = _scores(DEFAULT, MISSED), _scores(out, MISSED)
@@ -269,7 +273,7 @@ def test_retraining_the_adapter_moves_the_encoder_and_the_heads(tmp_path: Path) 
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() != base_adapter
     retrained = json.loads((out / MANIFEST).read_text())["retrained"]
     assert retrained["examples"] == len(examples) and retrained["replay"] == 20
-    assert retrained["adapter"]["epochs"] == 2
+    assert retrained["adapter"]["epochs"] == 5
 
 
 def test_replay_rows_weigh_what_the_reviews_weigh_and_each_label_half_a_side() -> None:
@@ -279,7 +283,10 @@ def test_replay_rows_weigh_what_the_reviews_weigh_and_each_label_half_a_side() -
     w = _side_weights([*reviews, *replay], len(replay), 1.0)
     assert w[0] == pytest.approx(3 * w[1])  # the one unsafe review weighs its three safe ones
     assert w[:4].sum() == pytest.approx(w[4:].sum())
-    assert _side_weights(reviews, 0, 1.0).mean() == pytest.approx(1.0)
+    # One unsafe review among 200 safe ones is capped: it cannot steer the update alone.
+    skewed = [Example(f"s{i}", "c", turn, i == 0, ()) for i in range(201)]
+    w = _side_weights(skewed, 0, 1.0)
+    assert w[0] / w[1] == pytest.approx(MAX_REVIEW_WEIGHT / (201 / 400))
 
 
 def test_guardstream_retrain_retrains_the_adapter_by_default(
@@ -294,7 +301,7 @@ def test_guardstream_retrain_retrains_the_adapter_by_default(
         tmp_path,
         regression_gate=False,
         gate_min_rows=10,
-        encoder_update="adapter",
+        encoder_update=TrainingSettings().encoder_update,  # the default, whatever it is
         replay_data=replay,
         adapter_epochs=1,
     )
@@ -310,8 +317,9 @@ def test_holding_the_operating_point_gives_the_candidate_the_serving_false_posit
     tmp_path: Path,
 ) -> None:
     """A candidate that scores everything higher (a moved threshold, not a better model)
-    is shifted back: per side, its false-positive rate on the calibration rows becomes
-    the serving model's, measured by scoring the saved checkpoint."""
+    is shifted back: per side, its served false-positive rate on the calibration rows
+    (long ones judged in windows too) becomes the serving model's, measured by scoring
+    the saved checkpoint the served way."""
     candidate = tmp_path / "candidate"
     shutil.copytree(DEFAULT, candidate)
     heads = Heads.load(DEFAULT / "heads.npz")
@@ -322,22 +330,35 @@ def test_holding_the_operating_point_gives_the_candidate_the_serving_false_posit
     Heads(bump["prompt"], bump["response"], heads.categories, heads.codes).save(
         candidate / "heads.npz"
     )
-    safe = [e for e in read_rows(CALIBRATION_SET, PolicyRegistry())[0] if not e.unsafe]
-    safe = safe[:150] + [e for e in safe if e.side is Role.AGENT][:150]
+    rows = [e for e in read_rows(CALIBRATION_SET, PolicyRegistry())[0] if not e.unsafe]
+    long_rows = [e for e in rows if len(e.turns[-1].content) > 200]
+    safe = rows[:150] + long_rows[:50] + [e for e in rows if e.side is Role.AGENT][:150]
     serving = load_guard(DEFAULT)
     assert isinstance(serving, EncoderHeadGuard)
 
     def fpr(checkpoint: Path, side: Role) -> float:
-        rows = [e for e in safe if e.side is side]
-        guard = load_guard(checkpoint)
-        results = guard.score([GuardRequest(e.turns, side, LLAMA_GUARD_1) for e in rows])
-        return float(np.mean([r.unsafe for r in results]))
+        on_side = [e for e in safe if e.side is side]
+        return float(evaluate_in_process(load_guard(checkpoint), on_side, PolicyRegistry())["fpr"])
 
-    assert fpr(candidate, Role.USER) > fpr(DEFAULT, Role.USER) + 0.05
-    report = hold_operating_point(candidate, serving, safe, PolicyRegistry(), serving.threshold)
-    for side in (Role.USER, Role.AGENT):
+    before = {side: fpr(candidate, side) for side in Role}
+    assert before[Role.USER] > fpr(DEFAULT, Role.USER) + 0.05
+    report = hold_operating_point(candidate, serving, safe, PolicyRegistry())
+    for side in Role:
         assert report[side.value]["shift"] < -1.0
-        assert fpr(candidate, side) == pytest.approx(fpr(DEFAULT, side), abs=1e-9)
-        assert report[side.value]["candidate_fpr"] == pytest.approx(fpr(DEFAULT, side))
+        # As close as it can be without exceeding it (ties may keep it a little under).
+        assert fpr(DEFAULT, side) - 0.02 <= fpr(candidate, side) <= fpr(DEFAULT, side)
+        assert report[side.value]["candidate_fpr"] == pytest.approx(fpr(candidate, side))
     manifest = json.loads((candidate / MANIFEST).read_text())
-    assert manifest["operating_point"]["user"]["rows"] == 150
+    assert manifest["operating_point"]["user"]["rows"] == sum(e.side is Role.USER for e in safe)
+
+
+def test_the_shift_never_flags_more_than_the_serving_model_and_splits_no_tie() -> None:
+    margins = np.array([2.0, 1.0, 1.0, 1.0, -0.5, -2.0])
+    # Two allowed: flagging the three tied 1.0 rows would exceed it; only the top one.
+    shift = _shift_for(margins, 2, 0.5)
+    assert int((margins + shift >= 0).sum()) == 1
+    assert int((margins + _shift_for(margins, 4, 0.5) >= 0).sum()) == 4
+    # None allowed: the top row stays as far under the bar as the serving model's did.
+    shift = _shift_for(margins, 0, -0.7)
+    assert (margins + shift).max() == pytest.approx(-0.7)
+    assert _shift_for(np.array([]), 0, -1.0) == 0.0
