@@ -204,6 +204,12 @@ def _login_name() -> str:
         return "unknown"
 
 
+def cmd_scenario(args: argparse.Namespace, s: Settings) -> int:
+    from training.scenario import run_command
+
+    return run_command(args)
+
+
 def cmd_promote(args: argparse.Namespace, s: Settings) -> int:
 
     model_dir = s.local.model_repository / s.triton.model_name
@@ -356,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("retrain", help="dataset, fine-tune, evaluate, promote (one cycle)")
     rt.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
     rt.set_defaults(func=cmd_retrain)
+    sc = sub.add_parser(
+        "scenario",
+        help="the review loop end to end: traffic, scripted reviews, retrain (poisoned, honest)",
+    )
+    sc.add_argument("source", nargs="?", default="gptfuzz_responses", help="a public source")
+    sc.add_argument("--traffic", type=int, default=1000, help="turns of traffic to judge")
+    sc.add_argument("--only", choices=("poisoned", "honest"), help="one variant (default: both)")
+    sc.add_argument("--out", type=Path, default=None, help="a new work directory")
+    sc.set_defaults(func=cmd_scenario)
     rb = sub.add_parser("rollback", help="serve an earlier model version again")
     rb.add_argument("--to", type=int, default=None, help="version to return to (default: previous)")
     rb.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
