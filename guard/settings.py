@@ -164,6 +164,14 @@ class WorkerSettings(BaseModel):
         description="Consumer-group session timeout: how soon a dead worker's "
         "partitions move to the others (Kafka rejects values under 6 s).",
     )
+    max_poll_interval_s: float = Field(
+        300.0,
+        ge=10,
+        description=(
+            "Longest a worker may go without taking new records (its buffers full while"
+            " slow batches are judged) before the broker counts it gone and rebalances."
+        ),
+    )
     group_instance_id: str | None = Field(
         None,
         description=(

@@ -33,7 +33,11 @@ def create_app(s: Settings) -> faust.App:
         # Longer than one Triton request may take, so that a rebalance waits for the
         # batches in flight instead of expelling their worker.
         broker_rebalance_timeout=max(s.worker.session_timeout_s * 2, s.triton.timeout_s + 10),
-        broker_max_poll_interval=max(60.0, s.worker.session_timeout_s * 6),
+        # How long the worker may go without taking new records (its buffers full while
+        # slow batches are classified) before the broker counts it gone. A worker counted
+        # gone this way does not rejoin (faust/aiokafka; open, see the closing note of
+        # issue 17): at 60 s, long turns judged in windows on CPU wedged it.
+        broker_max_poll_interval=s.worker.max_poll_interval_s,
         web_enabled=True,
         web_port=s.worker.web_port,
         web_bind=s.worker.web_host,
