@@ -105,13 +105,7 @@ def retrain_heads(
     retrained on ``examples``; return that directory."""
     guard = EncoderHeadGuard.load(base)
     heads = guard.heads
-    inputs, kept = [], []
-    for e in examples:
-        try:
-            inputs.append(guard.prepare(GuardRequest(e.turns, e.side, policies.get(e.policy_id))))
-        except ConversationError:  # longer than the model takes whole: served in windows
-            continue
-        kept.append(e)
+    kept, inputs = _prepared(guard, examples, policies)
     skipped = len(examples) - len(kept)
     examples = kept
     emb = guard.embed([p.ids for p in inputs])
