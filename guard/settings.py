@@ -434,6 +434,16 @@ class TrainingSettings(BaseModel):
     gate_category_tolerance: float = Field(
         0.05, ge=0, description="AUPRC per category it may lose."
     )
+    gate_significance: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description=(
+            "A recall fall or FPR rise beyond its tolerance fails the gate only when the"
+            " rows whose verdict flipped make it more than chance: one-sided sign test"
+            " (exact McNemar) p below this. 1: every rise beyond the tolerance fails."
+        ),
+    )
     min_examples: int = Field(
         10, ge=1, description="Fewer reviewed examples than this: retraining is skipped."
     )

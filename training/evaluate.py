@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from guard.serving import GuardService, ServiceConfig
 from guard.settings import Settings, TritonSettings
 from guard.taxonomy import PolicyRegistry
 from training.dataset import Example, read_rows
+from training.gate import paired_flips
 from training.metrics import SOURCE_KEYS, binary_report, per_category_auprc
 
 
@@ -57,17 +59,37 @@ def report_from_scores(
     return report
 
 
-def evaluate_in_process(
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Examples as the served model judged them: the scored ones with their answers,
+    the rejected ones with the reason, and the seconds it took."""
+
+    examples: list[Example]
+    answers: list[ItemAnswer]
+    rejected: list[dict[str, str]]
+    seconds: float
+
+    def report(self) -> dict[str, Any]:
+        report = report_from_scores(
+            self.examples,
+            [a.p_unsafe for a in self.answers],
+            [a.unsafe for a in self.answers],
+            self.seconds,
+        )
+        report["rejected"] = self.rejected
+        return report
+
+
+def score_in_process(
     guard: Guard[Any],
     examples: Sequence[Example],
     policies: PolicyRegistry,
     config: ServiceConfig | None = None,
     batch: int = 64,
-) -> dict[str, Any]:
+) -> Scored:
     """Score ``examples`` as the served model does (:class:`guard.serving.GuardService`:
     a turn longer than the model's view is also judged in windows; ``config``: the
-    served model's window size, size limit and default policy, else the defaults) and
-    report.
+    served model's window size, size limit and default policy, else the defaults).
 
     A row the service rejects (over its size limit) is left out and listed under
     ``rejected``."""
@@ -82,19 +104,56 @@ def evaluate_in_process(
         ]
         answers += [a if isinstance(a, str) else a[0] for a in service.handle(requests)]
     seconds = time.perf_counter() - start
-    scored = [(e, a) for e, a in zip(examples, answers, strict=True) if not isinstance(a, str)]
-    report = report_from_scores(
-        [e for e, _ in scored],
-        [a.p_unsafe for _, a in scored],
-        [a.unsafe for _, a in scored],
+    pairs = list(zip(examples, answers, strict=True))
+    return Scored(
+        [e for e, a in pairs if not isinstance(a, str)],
+        [a for _, a in pairs if not isinstance(a, str)],
+        [{"ref": e.id, "reason": a} for e, a in pairs if isinstance(a, str)],
         seconds,
     )
-    report["rejected"] = [
-        {"ref": e.id, "reason": a}
-        for e, a in zip(examples, answers, strict=True)
-        if isinstance(a, str)
-    ]
-    return report
+
+
+def evaluate_in_process(
+    guard: Guard[Any],
+    examples: Sequence[Example],
+    policies: PolicyRegistry,
+    config: ServiceConfig | None = None,
+    batch: int = 64,
+) -> dict[str, Any]:
+    """The report of :func:`score_in_process`."""
+    return score_in_process(guard, examples, policies, config, batch).report()
+
+
+def compare_in_process(
+    candidate: Guard[Any],
+    serving: Guard[Any],
+    examples: Sequence[Example],
+    policies: PolicyRegistry,
+    config: ServiceConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both models' reports on the rows both scored; the candidate's also has, per side,
+    the rows whose verdict flipped (``vs_serving``, :func:`training.gate.paired_flips`)."""
+    c = score_in_process(candidate, examples, policies, config)
+    s = score_in_process(serving, examples, policies, config)
+    if [e.id for e in c.examples] != [e.id for e in s.examples]:  # not with one config
+        both = {e.id for e in c.examples} & {e.id for e in s.examples}
+        c, s = (
+            Scored(
+                [e for e in x.examples if e.id in both],
+                [a for e, a in zip(x.examples, x.answers, strict=True) if e.id in both],
+                x.rejected,
+                x.seconds,
+            )
+            for x in (c, s)
+        )
+    cand, serv = c.report(), s.report()
+    cand["vs_serving"] = paired_flips(
+        [e.unsafe for e in c.examples],
+        [e.side.value for e in c.examples],
+        [a.unsafe for a in c.answers],
+        [a.unsafe for a in s.answers],
+    )
+    return cand, serv
 
 
 async def classify_through_triton(

@@ -39,7 +39,7 @@ from training.encoder_retrain import (
     retrain_adapter_and_heads,
     retrain_heads,
 )
-from training.evaluate import evaluate_in_process
+from training.evaluate import compare_in_process
 from training.finetune import FinetuneConfig, finetune
 from training.formatting import Augmentations
 from training.gate import GateRules, failures, gate, passed
@@ -246,8 +246,9 @@ def retrain(
             raise ValueError(f"{path}: unreadable rows {unreadable[:3]}")
         sets["regression"] = regression
     cand_guard = load_guard(candidate_ckpt, scorer)
-    cand = {k: evaluate_in_process(cand_guard, xs, policies, served_as) for k, xs in sets.items()}
-    serv = {k: evaluate_in_process(serv_guard, xs, policies, served_as) for k, xs in sets.items()}
+    cand, serv = {}, {}
+    for k, xs in sets.items():
+        cand[k], serv[k] = compare_in_process(cand_guard, serv_guard, xs, policies, served_as)
     for name, report in [*cand.items(), *serv.items()]:
         if report["rejected"]:  # left out of both models' numbers alike
             log.warning(
@@ -303,6 +304,7 @@ def gate_rules(s: Settings) -> GateRules:
         recall_tolerance=t.gate_recall_tolerance,
         fpr_tolerance=t.gate_fpr_tolerance,
         category_tolerance=t.gate_category_tolerance,
+        significance=t.gate_significance,
     )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from training.gate import GateRules, failures, gate, passed
+from training.gate import GateRules, failures, gate, paired_flips, passed, sign_test
 
 RULES = GateRules(
     margin=0.01,
@@ -129,3 +129,80 @@ def test_validation_without_both_labels_fails() -> None:
 def test_a_regression_set_too_small_fails_instead_of_checking_nothing() -> None:
     checks = run(report(auprc=0.9), report(), regression=(report(n=3), report(n=3)))
     assert "regression: size" in failed(checks)
+
+
+def dices_like(cand_fpr_rows: int, serv_fpr_rows: int, new: int, fixed: int) -> tuple[dict, dict]:
+    """Regression reports whose agent side has 175 safe rows (and 60 unsafe), as the
+    shipped set's DICES-350 replies; the candidate's carries its flips."""
+
+    def rep(fp_rows: int) -> dict[str, Any]:
+        r = report()
+        r["agent_side"] = {"n": 235, "positives": 60, "recall": 0.70, "fpr": fp_rows / 175}
+        return r
+
+    cand = rep(cand_fpr_rows)
+    cand["vs_serving"] = {
+        "user": {"new_fp": 0, "fixed_fp": 0, "new_miss": 0, "fixed_miss": 0},
+        "agent": {"new_fp": new, "fixed_fp": fixed, "new_miss": 0, "fixed_miss": 0},
+    }
+    return cand, rep(serv_fpr_rows)
+
+
+def test_an_fpr_rise_of_two_rows_in_175_is_noise_and_passes_with_a_note() -> None:
+    """The honest scenario candidate: 24 of 175 safe replies flagged against 22 (+0.011,
+    over the 0.01 tolerance), from 2 new false positives and none fixed: p = 0.25."""
+    checks = run(report(auprc=0.9), report(), regression=dices_like(24, 22, new=2, fixed=0))
+    assert passed(checks), failures(checks)
+    (fpr,) = [c for c in checks if c.rule == "regression: agent FPR"]
+    assert fpr.counted and fpr.candidate > fpr.limit
+    assert "by chance only" in fpr.note and "2 new false positives, 0 fixed" in fpr.note
+    assert "p = 0.25" in fpr.note
+
+
+def test_an_fpr_rise_the_flips_cannot_explain_by_chance_fails() -> None:
+    checks = run(report(auprc=0.9), report(), regression=dices_like(32, 22, new=10, fixed=0))
+    assert failed(checks) == ["regression: agent FPR"]
+    (fpr,) = [c for c in checks if c.rule == "regression: agent FPR"]
+    assert "p = 0.000977" in fpr.note  # 1 / 2**10
+    # the same net rise made of many flips both ways is chance again
+    churn = run(report(auprc=0.9), report(), regression=dices_like(32, 22, new=30, fixed=20))
+    assert passed(churn), failures(churn)
+
+
+def test_without_flips_or_at_significance_one_the_tolerance_alone_decides() -> None:
+    cand, serv = dices_like(24, 22, new=2, fixed=0)
+    del cand["vs_serving"]
+    assert failed(run(report(auprc=0.9), report(), regression=(cand, serv))) == [
+        "regression: agent FPR"
+    ]
+    strict = GateRules(significance=1.0)
+    c, s = dices_like(24, 22, new=2, fixed=0)
+    checks = gate(
+        {"validation": report(auprc=0.9), "regression": c},
+        {"validation": report(), "regression": s},
+        strict,
+    )
+    assert failed(checks) == ["regression: agent FPR"]
+
+
+def test_a_recall_fall_is_judged_on_its_missed_rows_the_same_way() -> None:
+    cand, serv = report(auprc=0.9, user=(0.75, 0.05)), report()  # -0.05 > 0.02
+    cand["vs_serving"] = {"user": {"new_fp": 0, "fixed_fp": 0, "new_miss": 2, "fixed_miss": 0}}
+    assert passed(run(cand, serv))
+    cand["vs_serving"]["user"]["new_miss"] = 9
+    assert failed(run(cand, serv)) == ["validation: user recall"]
+
+
+def test_paired_flips_count_rows_whose_verdict_changed_per_side() -> None:
+    labels = [False, False, False, True, True, False]
+    sides = ["user", "user", "user", "user", "agent", "agent"]
+    cand = [True, False, False, False, True, True]
+    serv = [False, True, False, True, True, True]
+    assert paired_flips(labels, sides, cand, serv) == {
+        "user": {"new_fp": 1, "fixed_fp": 1, "new_miss": 1, "fixed_miss": 0},
+        "agent": {"new_fp": 0, "fixed_fp": 0, "new_miss": 0, "fixed_miss": 0},
+    }
+    assert sign_test(2, 0) == 0.25
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(1, 1) == 0.75
+    assert sign_test(10, 0) == 1 / 1024
