@@ -68,6 +68,10 @@ class FailClosed(StrEnum):
     REJECTED_BY_MODEL = "rejected_by_model"
     #: The model did not judge it within the deadline, repeatedly, while serving.
     TOO_SLOW = "too_slow"
+    #: A streamed reply whose chunks stopped coming before its final one.
+    STREAM_ABANDONED = "stream_abandoned"
+    #: A streamed reply whose chunks contradict each other or exceed its bounds.
+    STREAM_BROKEN = "stream_broken"
 
 
 class Unjudgeable(EventError):
@@ -246,6 +250,7 @@ class ReplyChunk:
     tenant: str | None = None
     policy_id: str | None = None
     context: tuple[Turn, ...] | None = None
+    turn_index: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,7 +263,7 @@ class ReplyChunk:
             "final": self.final,
             "timestamp": self.timestamp,
         }
-        for name in ("tenant", "policy_id"):
+        for name in ("tenant", "policy_id", "turn_index"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
         if self.context is not None:
@@ -293,6 +298,9 @@ def decode_reply_chunk(raw: bytes | None, max_delta_bytes: int) -> ReplyChunk:
     context = None if context_raw is None else _checked(parse_turns, context_raw, "context")
     if context is not None and (not context or context[-1].role is not Role.USER):
         raise EventError("context must end with the user's turn the reply answers")
+    turn_index = _field(data, "turn_index", int, required=False)
+    if turn_index is not None and turn_index < 0:
+        raise EventError("turn_index must be >= 0")
     return ReplyChunk(
         stream_id=stream_id,
         conversation_id=conversation_id,
@@ -303,7 +311,67 @@ def decode_reply_chunk(raw: bytes | None, max_delta_bytes: int) -> ReplyChunk:
         tenant=_id(data, "tenant", required=False),
         policy_id=_id(data, "policy_id", required=False),
         context=context,
+        turn_index=turn_index,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyVerdict:
+    """A verdict on a streamed reply (reply-verdicts topic, key = stream id).
+
+    One per judged window (``window`` counts from 0; ``start``/``end``: the characters
+    of the reply it held), then the stream's last one: ``stop`` (a window was unsafe, or
+    the stream failed closed: release nothing more of the reply) or ``final`` (the whole
+    reply judged: its verdict is also on the verdicts topic, with ``stream_id`` as its
+    event id). ``released`` is how many characters of the reply a hold-back client may
+    show now."""
+
+    verdict_id: str
+    stream_id: str
+    conversation_id: str
+    window: int
+    start: int
+    end: int
+    verdict: Decision
+    p_unsafe: float
+    categories: tuple[CategoryRef, ...]
+    stop: bool
+    final: bool
+    released: int
+    policy: PolicyRef
+    model_name: str
+    model_version: str
+    decided_at: str
+    tenant: str | None = None
+    fail_closed: FailClosed | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "verdict_id": self.verdict_id,
+            "stream_id": self.stream_id,
+            "conversation_id": self.conversation_id,
+            "tenant": self.tenant,
+            "window": self.window,
+            "start": self.start,
+            "end": self.end,
+            "verdict": self.verdict.value,
+            "p_unsafe": self.p_unsafe,
+            "categories": [{"code": c.code, "name": c.name} for c in self.categories],
+            "stop": self.stop,
+            "final": self.final,
+            "released": self.released,
+            "policy_id": self.policy.id,
+            "policy_version": self.policy.version,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "fail_closed": None if self.fail_closed is None else self.fail_closed.value,
+            "decided_at": self.decided_at,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
 
 
 def _checked(parse: Any, value: object, what: str) -> Any:

@@ -83,6 +83,14 @@ class TopicSettings(BaseModel):
     flagged: str = Field("flagged.v1", description="Turns routed to human review.")
     dlq: str = Field("chat-turns.dlq.v1", description="Dead letters: bad input with the reason.")
     reviews: str = Field("reviews.v1", description="Reviewers' decisions on flagged turns.")
+    reply_chunks: str = Field(
+        "reply-chunks.v1",
+        description="Agent replies streamed while they are generated, chunk by chunk.",
+    )
+    reply_verdicts: str = Field(
+        "reply-verdicts.v1",
+        description="Verdicts on streamed replies, window by window, then stop or final.",
+    )
     partitions: int = Field(
         4, ge=1, description="Partitions used when guardstream creates the topics itself."
     )
@@ -194,6 +202,49 @@ class WorkerSettings(BaseModel):
     def instance_id(self) -> str:
         """The static membership id in force (see ``group_instance_id``)."""
         return self.group_instance_id or f"{self.app_id}-{socket.gethostname()}-{self.web_port}"
+
+
+class StreamSettings(BaseModel):
+    """Agent replies moderated while they stream (docs/streaming.md)."""
+
+    window_tokens: int = Field(
+        64,
+        ge=8,
+        description=(
+            "Tokens (runs of non-space characters) of a reply judged at once; each window"
+            " is judged once, when its last token is complete."
+        ),
+    )
+    overlap_tokens: int = Field(
+        16,
+        ge=0,
+        description=(
+            "Tokens each window shares with the one before it, so that a harmful sentence"
+            " cut by a window's end is judged whole in the next."
+        ),
+    )
+    idle_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "A stream with no new chunk for this long is abandoned: it gets a fail-closed"
+            " verdict and its state is freed."
+        ),
+    )
+    max_streams: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Streams a worker follows at once; a chunk that would open one more fails its"
+            " stream closed."
+        ),
+    )
+    max_chunk_bytes: int = Field(
+        16_384, ge=1, description="Largest text delta of one chunk (UTF-8 bytes)."
+    )
+    max_pending_chunks: int = Field(
+        64, ge=1, description="Chunks of one stream that may wait for an earlier one."
+    )
 
 
 class TritonSettings(BaseModel):
@@ -528,6 +579,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     worker: WorkerSettings = WorkerSettings()
+    streams: StreamSettings = StreamSettings()
     triton: TritonSettings = TritonSettings()
     policy: PolicySettings = PolicySettings()
     review: ReviewSettings = ReviewSettings()
@@ -548,10 +600,20 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _windows_advance(self) -> Settings:
+        if self.streams.overlap_tokens >= self.streams.window_tokens:
+            raise ValueError(
+                f"streams.overlap_tokens {self.streams.overlap_tokens} must be below"
+                f" streams.window_tokens {self.streams.window_tokens}"
+            )
+        return self
+
     def to_env(self) -> dict[str, str]:
         """``GUARDSTREAM_*`` variables that make a child process see these settings."""
         env = {"GUARDSTREAM_LOG_LEVEL": self.log_level}
-        for group in ("kafka", "topics", "worker", "triton", "policy", "training", "local"):
+        groups = ("kafka", "topics", "worker", "streams", "triton", "policy", "training", "local")
+        for group in groups:
             values = getattr(self, group).model_dump(mode="json")
             for key, value in values.items():
                 if value is not None:

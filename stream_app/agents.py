@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from guard.settings import Settings
 from stream_app.metrics import WorkerMetrics
 from stream_app.moderation import Moderator, RawMessage
+from stream_app.reply_moderation import ReplyModerator
 from stream_app.triton_client import GuardClient, ModelMismatch
 
 log = logging.getLogger(__name__)
@@ -24,17 +25,26 @@ def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(k), bytes(v or b"")) for k, v in items)
 
 
+def _raw(event: Any) -> RawMessage:
+    m = event.message
+    return RawMessage(
+        m.key, m.value, m.topic, m.partition, m.offset, m.timestamp, _headers(m.headers)
+    )
+
+
 def register(app: faust.App, s: Settings) -> WorkerMetrics:
     """Topics, the moderation agent, start-up checks and web views."""
     metrics = WorkerMetrics()
     input_topic = app.topic(s.topics.input, partitions=s.topics.partitions)
     outputs = {
         name: app.topic(name, partitions=s.topics.partitions)
-        for name in (s.topics.verdicts, s.topics.flagged, s.topics.dlq)
+        for name in (s.topics.verdicts, s.topics.flagged, s.topics.dlq, s.topics.reply_verdicts)
     }
+    chunk_topic = app.topic(s.topics.reply_chunks, partitions=s.topics.partitions)
     state: dict[str, Any] = {
         "client": None,
         "moderator": None,
+        "replies": None,
         "last_ok": time.monotonic(),
         "offsets": {},
     }
@@ -86,18 +96,7 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
             s.worker.batch_size, within=s.worker.batch_window_s
         )
         async for events in batches:
-            batch = [
-                RawMessage(
-                    e.message.key,
-                    e.message.value,
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.timestamp,
-                    _headers(e.message.headers),
-                )
-                for e in events
-            ]
+            batch = [_raw(e) for e in events]
             for m in batch:
                 state["offsets"][(m.topic, m.partition)] = m.offset
             planned = moderator.plan(batch)
@@ -105,6 +104,35 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
             task = asyncio.ensure_future(finish(list(events), planned))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+
+    @app.agent(chunk_topic)
+    async def moderate_replies(stream: faust.StreamT) -> None:
+        """Streamed replies: one batch at a time (a stream's windows are judged in
+        order); the chunks are acked by the reply moderator once their stream has its
+        last verdict."""
+        while state["moderator"] is None:
+            await asyncio.sleep(0.1)
+        replies = ReplyModerator(s, state["moderator"], stream.ack)
+        state["replies"] = replies
+        batches = stream.noack_take(  # type: ignore[attr-defined]
+            s.worker.batch_size, within=s.worker.batch_window_s
+        )
+        async for events in batches:
+            batch = [(_raw(e), e) for e in events]
+            try:
+                await replies.take(batch)
+            except Exception as exc:  # a bug, not bad input: stop, resume from the commit
+                log.exception("reply moderation failed; stopping the worker")
+                await app.crash(exc)
+                return
+
+    @app.timer(interval=min(s.streams.idle_s / 4, 5.0))
+    async def expire_streams() -> None:
+        replies: ReplyModerator | None = state["replies"]
+        if replies is not None:
+            n = await replies.expire()
+            if n:
+                log.warning("%d streamed replies abandoned: failed closed", n)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -51,3 +51,20 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.chunks_in = Counter(
+            "guardstream_reply_chunks_in", "Reply-chunk messages read.", registry=r
+        )
+        self.streams_open = Gauge(
+            "guardstream_reply_streams_open", "Streamed replies being followed.", registry=r
+        )
+        self.streams_stopped = Counter(
+            "guardstream_reply_streams_stopped",
+            "Streamed replies stopped (an unsafe window, or failed closed).",
+            registry=r,
+        )
+        self.streams_failed = Counter(
+            "guardstream_reply_streams_failed",
+            "Streamed replies failed closed, by reason.",
+            ["reason"],
+            registry=r,
+        )

@@ -83,7 +83,7 @@ class Moderator:
         self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
         self._model = settings.triton.model_name
         key = settings.policy.audit_key
-        self._audit_key = key.get_secret_value().encode() if key else secrets.token_bytes(32)
+        self.audit_key = key.get_secret_value().encode() if key else secrets.token_bytes(32)
         #: The served model's own default policy, as its verdicts report it: named by the
         #: fail-closed verdicts of turns that name no policy, when the deployment sets none.
         self.served_default_policy: str | None = None
@@ -130,17 +130,19 @@ class Moderator:
     async def run(self, planned: Sequence[Planned]) -> None:
         """Classify and deliver every planned message; return when all are durable."""
         self.metrics.batch_size.observe(len(planned))
-        deliveries = await asyncio.gather(*(self._one(p) for p in planned))
-        await asyncio.gather(*(d for ds in deliveries for d in ds))
+        judged = await asyncio.gather(*(self.judge(p) for p in planned))
+        await asyncio.gather(*(d for _, ds in judged for d in ds))
 
-    async def _one(self, p: Planned) -> list[Awaitable[object]]:
+    async def judge(self, p: Planned) -> tuple[VerdictEvent | None, list[Awaitable[object]]]:
+        """Classify one planned message and send its outputs: its verdict (None for a
+        dead letter) and the sends to await before its offset may be committed."""
         if p.turn is None:
-            return [await self._dead_letter(p.msg, p.error or "malformed", "malformed")]
+            return None, [await self.dead_letter(p.msg, p.error or "malformed", "malformed")]
         if p.fail_closed is not None:
             verdict = fail_closed_verdict(
                 p.turn, p.fail_closed, self._model, self.fail_closed_policy
             )
-            return await self._deliver(p, verdict, ())
+            return verdict, await self.deliver(p, verdict, ())
         req = ClassifyRequest(p.turns, p.turn.role, p.turn.policy_id or "")
         async with self._requests:
             try:
@@ -152,17 +154,18 @@ class Moderator:
                     else FailClosed.REJECTED_BY_MODEL
                 )
                 verdict = fail_closed_verdict(p.turn, reason, self._model, self.fail_closed_policy)
-                return await self._deliver(p, verdict, req.turns[:-1], f"{reason}: {exc}")
+                sends = await self.deliver(p, verdict, req.turns[:-1], f"{reason}: {exc}")
+                return verdict, sends
         self.metrics.triton_latency.observe(result.latency_ms / 1000.0)
         if not req.policy_id:  # the model (or a promoted one) says what its default is
             self.served_default_policy = result.answer.policy.id
         band = (self.s.policy.review_band_low, self.s.policy.review_band_high)
         context = req.turns[:-1]
-        audit = audited(p.turn, self.s.policy.audit_rate, self._audit_key)
+        audit = audited(p.turn, self.s.policy.audit_rate, self.audit_key)
         verdict = verdict_for(p.turn, result, context, band, audit)
-        return await self._deliver(p, verdict, context)
+        return verdict, await self.deliver(p, verdict, context)
 
-    async def _deliver(
+    async def deliver(
         self,
         p: Planned,
         verdict: VerdictEvent,
@@ -196,7 +199,7 @@ class Moderator:
         if v.parse_error:
             self.metrics.parse_errors.inc()
 
-    async def _dead_letter(self, msg: RawMessage, reason: str, kind: str) -> Awaitable[object]:
+    async def dead_letter(self, msg: RawMessage, reason: str, kind: str) -> Awaitable[object]:
         self.metrics.dead_letters.labels(kind).inc()
         log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
         dl = DeadLetter(

@@ -30,7 +30,7 @@ def topic_configs(s: Settings) -> dict[str, str]:
 
 def topic_names(s: Settings) -> list[str]:
     t = s.topics
-    return [t.input, t.verdicts, t.flagged, t.dlq, t.reviews]
+    return [t.input, t.verdicts, t.flagged, t.dlq, t.reviews, t.reply_chunks, t.reply_verdicts]
 
 
 async def create_topics(s: Settings) -> list[str]:

@@ -310,12 +310,18 @@ GUARDSTREAM_TOPICS__VERDICTS: {{ .Values.kafka.topics.verdicts | quote }}
 GUARDSTREAM_TOPICS__FLAGGED: {{ .Values.kafka.topics.flagged | quote }}
 GUARDSTREAM_TOPICS__DLQ: {{ .Values.kafka.topics.dlq | quote }}
 GUARDSTREAM_TOPICS__REVIEWS: {{ .Values.kafka.topics.reviews | quote }}
+GUARDSTREAM_TOPICS__REPLY_CHUNKS: {{ .Values.kafka.topics.replyChunks | quote }}
+GUARDSTREAM_TOPICS__REPLY_VERDICTS: {{ .Values.kafka.topics.replyVerdicts | quote }}
 GUARDSTREAM_TOPICS__PARTITIONS: {{ .Values.kafka.topics.partitions | int | quote }}
 GUARDSTREAM_TOPICS__REPLICATION_FACTOR: {{ .Values.kafka.topics.replicationFactor | int | quote }}
 {{- with include "guardstream.minInsyncReplicas" . }}
 GUARDSTREAM_TOPICS__MIN_INSYNC_REPLICAS: {{ . | quote }}
 {{- end }}
 GUARDSTREAM_WORKER__BATCH_SIZE: {{ .Values.worker.batchSize | int | quote }}
+GUARDSTREAM_STREAMS__WINDOW_TOKENS: {{ .Values.streams.windowTokens | int | quote }}
+GUARDSTREAM_STREAMS__OVERLAP_TOKENS: {{ .Values.streams.overlapTokens | int | quote }}
+GUARDSTREAM_STREAMS__IDLE_S: {{ .Values.streams.idleS | toString | quote }}
+GUARDSTREAM_STREAMS__MAX_STREAMS: {{ .Values.streams.maxStreams | int | quote }}
 GUARDSTREAM_WORKER__BATCH_WINDOW_S: {{ .Values.worker.batchWindowS | toString | quote }}
 GUARDSTREAM_WORKER__MAX_IN_FLIGHT: {{ .Values.worker.maxInFlight | int | quote }}
 GUARDSTREAM_WORKER__MAX_CONTENT_BYTES: {{ .Values.worker.maxContentBytes | int | quote }}
