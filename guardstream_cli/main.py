@@ -293,6 +293,16 @@ def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_bench_stream(args: argparse.Namespace, s: Settings) -> int:
+    from bench.stream_replies import run_stream_bench
+
+    _sigterm_as_interrupt()
+    report = run_stream_bench(
+        s, args.replies, args.rate, Path(args.report) if args.report else None
+    )
+    return 0 if report["unsafe"]["unsafe_harm_shown_when_stopped"] == 0 else 1
+
+
 def cmd_train_default(args: argparse.Namespace, s: Settings) -> int:
     from training.default_model.recipe import build_default_model
 
@@ -402,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also drain a backlog of N turns and record the worker's memory",
     )
     be.set_defaults(func=cmd_bench)
+    bs = sub.add_parser(
+        "bench-stream", help="streamed replies judged while they grow vs whole replies"
+    )
+    bs.add_argument("--replies", type=int, default=60, help="safe and unsafe replies, each")
+    bs.add_argument("--rate", type=float, default=50.0, help="generation rate, tokens/s")
+    bs.add_argument("--report", default=None, help="write the JSON report here")
+    bs.set_defaults(func=cmd_bench_stream)
     td = sub.add_parser("train-default", help="rebuild the shipped default model (models/default)")
     td.add_argument("--out", default="models/default", help="output directory")
     td.add_argument("--splits", default=None, help="also write the data splits here")

@@ -112,7 +112,7 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
         last verdict."""
         while state["moderator"] is None:
             await asyncio.sleep(0.1)
-        replies = ReplyModerator(s, state["moderator"], stream.ack)
+        replies = ReplyModerator(s, state["moderator"], stream.ack, app.crash)
         state["replies"] = replies
         batches = stream.noack_take(  # type: ignore[attr-defined]
             s.worker.batch_size, within=s.worker.batch_window_s

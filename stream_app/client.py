@@ -71,9 +71,12 @@ class ReplyState:
     final: dict[str, Any] | None = None
     stop: dict[str, Any] | None = None
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    #: When each verdict arrived (the event loop's clock), for latency measurements.
+    arrived: list[float] = field(default_factory=list)
 
-    def on_verdict(self, v: dict[str, Any]) -> None:
+    def on_verdict(self, v: dict[str, Any], at: float = 0.0) -> None:
         self.verdicts.append(v)
+        self.arrived.append(at)
         if v.get("stop"):
             self.stop = self.stop or v
         elif v.get("final"):
@@ -109,7 +112,7 @@ class ReplyGuard:
         return self.state.stop is not None
 
     def _on_verdict(self, v: dict[str, Any]) -> None:
-        self.state.on_verdict(v)
+        self.state.on_verdict(v, asyncio.get_running_loop().time())
         self._changed.set()
 
     async def write(self, delta: str) -> str:

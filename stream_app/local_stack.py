@@ -12,6 +12,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,7 +21,14 @@ from guard.events import ChatTurn, now_rfc3339
 from guard.settings import Settings
 from stream_app.launchers.process import ManagedProcess
 
+if TYPE_CHECKING:
+    from stream_app.client import GuardstreamClient
+
 SAMPLES = Path(__file__).parent / "samples" / "conversations.jsonl"
+REPLY_SAMPLES = Path(__file__).parent / "samples" / "streamed_replies.jsonl"
+#: Tokens per chunk, and seconds between chunks, of a sample reply "being generated".
+SAMPLE_CHUNK_TOKENS = 4
+SAMPLE_CHUNK_GAP_S = 0.02
 
 
 def sample_turns(path: Path = SAMPLES, run_id: str | None = None) -> list[ChatTurn]:
@@ -95,29 +103,100 @@ def local_services(s: Settings, with_worker: bool = True) -> Iterator[dict[str, 
         yield procs
 
 
-async def show_verdicts(s: Settings, turns: list[ChatTurn], forever: bool) -> int:
+async def show_verdicts(s: Settings, turns: list[ChatTurn]) -> int:
+    """Send ``turns`` and print each one's verdict as it arrives (0: all arrived)."""
     from stream_app.kafka_io import follow, produce
 
     by_id = {t.event_id: t for t in turns}
     await produce(s, [(t.conversation_id.encode(), t.to_json()) for t in turns])
     print(f"sent {len(turns)} sample turns to {s.topics.input}; verdicts:", flush=True)
     seen: set[str] = set()
-    async for v in follow(s, s.topics.verdicts, timeout_s=None if forever else 300):
+    async for v in follow(s, s.topics.verdicts, timeout_s=300):
         eid = str(v.get("event_id"))
         turn = by_id.get(eid)
-        if forever or turn is not None:
-            print(format_verdict(v, turn.content if turn else None), flush=True)
-        seen.add(eid)
-        if not forever and seen >= set(by_id):
+        if turn is not None:
+            print(format_verdict(v, turn.content), flush=True)
+            seen.add(eid)
+        if seen >= set(by_id):
             break
     return 0 if seen >= set(by_id) else 1
+
+
+async def stream_reply(
+    client: GuardstreamClient, row: dict[str, str], run_id: str, timeout_s: float = 120
+) -> str:
+    """Stream one sample reply through ``client`` in hold-back mode as a model would
+    generate it, and say what the user saw."""
+    from guard.conversation import Role, Turn
+    from guard.reply_stream import tokens
+    from stream_app.client import ReplyStopped
+
+    reply = row["reply"]
+    guard = client.reply(
+        f"reply-{row['id']}-{run_id}",
+        [Turn(Role.USER, row["user"])],
+        stream_id=f"{row['id']}-{run_id}",
+    )
+    spans = tokens(reply)
+    shown = ""
+    sent = 0
+    try:
+        for i in range(0, len(spans), SAMPLE_CHUNK_TOKENS):
+            end = spans[min(i + SAMPLE_CHUNK_TOKENS, len(spans)) - 1][1]
+            shown += await guard.write(reply[sent:end])
+            sent = end
+            await asyncio.sleep(SAMPLE_CHUNK_GAP_S)
+        shown += await guard.close(timeout_s)
+    except ReplyStopped as stop:
+        v = stop.verdict
+        cats = ", ".join(f"{c['code']} {c['name']}" for c in v.get("categories", []))
+        return (
+            f"STOPPED streamed reply {row['id']}: window {v['window']} unsafe"
+            f"{' [' + cats + ']' if cats else ''}; the user saw {len(shown)} of the"
+            f" {sent} characters generated (of {len(reply)}), none of the unsafe window"
+        )
+    final = guard.state.final or {}
+    return (
+        f"{str(final.get('verdict', '?')).upper()} streamed reply {row['id']}: the user saw"
+        f" {len(shown)} of {len(reply)} characters, released window by window"
+    )
+
+
+async def show_streamed_replies(s: Settings, path: Path = REPLY_SAMPLES) -> int:
+    """Each sample reply streamed through the worker, judged while it grows."""
+    from stream_app.client import GuardstreamClient
+
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    run_id = uuid.uuid4().hex[:8]
+    print(f"streaming {len(rows)} sample replies to {s.topics.reply_chunks} (hold-back):")
+    async with GuardstreamClient(s) as client:
+        for row in rows:
+            try:
+                print(await stream_reply(client, row, run_id), flush=True)
+            except TimeoutError:
+                print(f"NO VERDICT for streamed reply {row['id']}", flush=True)
+                return 1
+    return 0
+
+
+async def follow_new_verdicts(s: Settings) -> int:
+    """Print every verdict written from now on (until Ctrl-C)."""
+    from stream_app.kafka_io import follow
+
+    print(f"following new verdicts on {s.topics.verdicts} (Ctrl-C stops):", flush=True)
+    async for v in follow(s, s.topics.verdicts, from_beginning=False):
+        print(format_verdict(v, None), flush=True)
+    return 0
 
 
 def run_up(s: Settings, exit_after_samples: bool) -> int:
     s = s.for_local_stack()
     with local_services(s):
         try:
-            rc = asyncio.run(show_verdicts(s, sample_turns(), forever=not exit_after_samples))
+            rc = asyncio.run(show_verdicts(s, sample_turns()))
+            rc = rc or asyncio.run(show_streamed_replies(s))
+            if not exit_after_samples and rc == 0:
+                rc = asyncio.run(follow_new_verdicts(s))
         except KeyboardInterrupt:
             rc = 0
         print("stopping...", flush=True)

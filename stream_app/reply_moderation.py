@@ -80,6 +80,14 @@ class ReplyStream:
     #: The chunk records to ack once the stream has its last verdict.
     held: list[Any] = field(default_factory=list)
     last_msg: RawMessage | None = None
+    #: Why the stream cannot be judged whole (its chunks contradict each other...).
+    broken: str | None = None
+    abandoned: bool = False
+    #: Its task, and whether chunks came since that task last looked; ``done``: the
+    #: stream has its last verdict.
+    task: asyncio.Future[None] | None = None
+    dirty: bool = False
+    done: bool = False
 
     @property
     def stream_id(self) -> str:
@@ -185,67 +193,85 @@ class ReplyModerator:
         settings: Settings,
         moderator: Moderator,
         ack: Callable[[Any], Awaitable[object]],
+        on_error: Callable[[BaseException], Awaitable[object]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.s = settings
         self.moderator = moderator
         self.ack = ack
+        self.on_error = on_error
         self.clock = clock
         self.streams: dict[StreamKey, ReplyStream] = {}
         self.ended: OrderedDict[StreamKey, None] = OrderedDict()
-        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
 
     async def take(self, batch: Sequence[tuple[RawMessage, Any]]) -> None:
-        """Take one batch of chunk records (with the handle to ack each by) in arrival
-        order; return when every verdict they settled is on the broker and acked."""
-        async with self._lock:
-            touched: dict[StreamKey, ReplyStream] = {}
-            broken: dict[StreamKey, tuple[ReplyStream, str]] = {}
-            for msg, handle in batch:
-                self.moderator.metrics.chunks_in.inc()
-                try:
-                    chunk = decode_reply_chunk(msg.value, self.s.streams.max_chunk_bytes)
-                except InvalidInput as exc:
-                    sent = await self.moderator.dead_letter(msg, str(exc), "malformed_chunk")
-                    await sent
-                    await self.ack(handle)
-                    continue
-                key: StreamKey = (chunk.tenant, chunk.stream_id)
-                if key in self.ended or key in broken:
-                    if key in broken:
-                        broken[key][0].held.append(handle)
-                    else:
-                        await self.ack(handle)  # the stream already has its last verdict
-                    continue
-                stream = self.streams.get(key) or self._open(key, chunk, msg)
-                stream.held.append(handle)
-                stream.last_seen = self.clock()
-                stream.last_msg = msg
+        """Take one batch of chunk records (with the handle to ack each by), in arrival
+        order, and return: each stream touched is judged by a task of its own, so that
+        one slow stream never holds back the others."""
+        touched: dict[StreamKey, ReplyStream] = {}
+        for msg, handle in batch:
+            self.moderator.metrics.chunks_in.inc()
+            try:
+                chunk = decode_reply_chunk(msg.value, self.s.streams.max_chunk_bytes)
+            except InvalidInput as exc:
+                sent = await self.moderator.dead_letter(msg, str(exc), "malformed_chunk")
+                await sent
+                await self.ack(handle)
+                continue
+            key: StreamKey = (chunk.tenant, chunk.stream_id)
+            if key in self.ended:
+                await self.ack(handle)  # the stream already has its last verdict
+                continue
+            stream = self.streams.get(key) or self._open(key, chunk, msg)
+            stream.held.append(handle)
+            stream.last_seen = self.clock()
+            stream.last_msg = msg
+            if stream.broken is None:
                 try:
                     self._add(stream, chunk)
                 except StreamError as exc:
-                    broken[key] = (stream, str(exc))
-                    touched.pop(key, None)
-                    continue
-                touched[key] = stream
-            await asyncio.gather(
-                *(self._fail(st, FailClosed.STREAM_BROKEN, why) for st, why in broken.values()),
-                *(self._advance(st) for st in touched.values()),
-            )
+                    stream.broken = str(exc)
+            touched[key] = stream
+        for stream in touched.values():
+            self._kick(stream)
 
     async def expire(self) -> int:
         """Fail closed every stream idle for ``streams.idle_s``; how many."""
-        async with self._lock:
-            cutoff = self.clock() - self.s.streams.idle_s
-            idle = [st for st in self.streams.values() if st.last_seen <= cutoff]
-            await asyncio.gather(
-                *(
-                    self._fail(st, FailClosed.STREAM_ABANDONED, "no chunk for too long")
-                    for st in idle
-                )
-            )
-            return len(idle)
+        cutoff = self.clock() - self.s.streams.idle_s
+        idle = [st for st in self.streams.values() if st.last_seen <= cutoff]
+        for stream in idle:
+            stream.abandoned = True
+            self._kick(stream)
+        return len(idle)
+
+    async def drain(self) -> None:
+        """Wait until no stream is being judged (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _kick(self, stream: ReplyStream) -> None:
+        """Make sure the stream's task runs (again) over what it now holds."""
+        stream.dirty = True
+        if stream.task is None or stream.task.done():
+            stream.task = asyncio.ensure_future(self._pump(stream))
+            self._tasks.add(stream.task)
+            stream.task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, stream: ReplyStream) -> None:
+        try:
+            while stream.dirty and not stream.done:
+                stream.dirty = False
+                if stream.broken is not None:
+                    await self._fail(stream, FailClosed.STREAM_BROKEN, stream.broken)
+                elif stream.abandoned:
+                    await self._fail(stream, FailClosed.STREAM_ABANDONED, "no chunk for too long")
+                else:
+                    await self._advance(stream)
+        except Exception as exc:  # a bug, not bad input: the worker stops
+            log.exception("streamed reply moderation failed")
+            await self.on_error(exc)
 
     def _open(self, key: StreamKey, chunk: ReplyChunk, msg: RawMessage) -> ReplyStream:
         stream = ReplyStream(
@@ -383,15 +409,17 @@ class ReplyModerator:
         await sent
 
     async def _end(self, stream: ReplyStream) -> None:
-        """The stream has its last verdict on the broker: ack its chunks, free it."""
-        for handle in stream.held:
-            await self.ack(handle)
-        stream.held.clear()
+        """The stream has its last verdict on the broker: free it, then ack its chunks
+        (a chunk that arrives from now on is acked as it comes)."""
+        stream.done = True
         self.streams.pop(stream.key, None)
         self.ended[stream.key] = None
         while len(self.ended) > self.s.streams.max_streams * TOMBSTONES_PER_STREAM:
             self.ended.popitem(last=False)
         self.moderator.metrics.streams_open.set(len(self.streams))
+        held, stream.held = stream.held, []
+        for handle in held:
+            await self.ack(handle)
 
     @staticmethod
     def _msg(stream: ReplyStream) -> RawMessage:

@@ -44,6 +44,9 @@ def test_up_runs_everything_shows_each_sample_verdict_and_stops_what_it_started(
     )
     assert len(verdict_lines) == 10, out.stdout
     assert {role.strip() for _, role in verdict_lines} == {"user", "agent"}
+    # and the sample replies streamed through the worker, each with its last verdict
+    streamed = re.findall(r"^(SAFE|UNSAFE|STOPPED) streamed reply (\w+)", out.stdout, re.MULTILINE)
+    assert sorted(name for _, name in streamed) == ["bomb", "leaf"], out.stdout
     assert f"checkpoint {tiny_lg1}" in out.stdout  # the served model is named
     for name, port in ports.items():
         assert not _port_open(port), f"{name} port {port} still open after up exited"
