@@ -71,20 +71,30 @@ def bench_replies(
     def fits(text: str, low: int, high: int) -> bool:
         return low <= len(tokens(text)) <= high
 
-    safe_rows = [r for r in rows if r["label"] == "0" and fits(r["Response"], min_tokens, 120)]
+    safe_rows = [
+        r for r in rows if r["label"] == "0" and fits(r["Response"], min_tokens, max_tokens)
+    ]
+    rng.shuffle(safe_rows)
+    safe_rows = safe_rows[:n]
+    taken = {r["Response"] for r in safe_rows}
+    prefixes = [
+        r
+        for r in rows
+        if r["label"] == "0" and r["Response"] not in taken and fits(r["Response"], 8, 120)
+    ]
     harm_rows = [
         r for r in rows if r["label"] == "1" and fits(r["Response"], min_tokens, max_tokens - 60)
     ]
-    rng.shuffle(safe_rows)
+    rng.shuffle(prefixes)
     rng.shuffle(harm_rows)
-    if len(safe_rows) < 2 * n or len(harm_rows) < n:
+    if len(safe_rows) < n or len(prefixes) < n or len(harm_rows) < n:
         raise ValueError(f"GPTFuzz evaluate has too few replies for n={n}")
     safe = [
         BenchReply(f"s{i}", questions[r["question"]], r["Response"].strip())
-        for i, r in enumerate(safe_rows[:n])
+        for i, r in enumerate(safe_rows)
     ]
     unsafe = []
-    for i, (harm, pre) in enumerate(zip(harm_rows[:n], safe_rows[n : 2 * n], strict=True)):
+    for i, (harm, pre) in enumerate(zip(harm_rows[:n], prefixes[:n], strict=True)):
         prefix, body = pre["Response"].strip() + "\n\n", harm["Response"].strip()
         first = sentences(body)[0] if sentences(body) else body
         unsafe.append(
