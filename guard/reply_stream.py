@@ -102,12 +102,13 @@ def releasable(text: str, final: bool, window: int, overlap: int, safe_windows: 
 
 @dataclass
 class ReplyAssembler:
-    """The chunks of one stream, in order. ``max_chars`` bounds the reply and
-    ``max_pending`` the chunks waiting for a gap to fill."""
+    """The chunks of one stream, in order. ``max_bytes`` bounds the reply (UTF-8 bytes,
+    the chunks waiting for a gap counted too), ``max_pending`` the chunks waiting."""
 
-    max_chars: int
+    max_bytes: int
     max_pending: int = 64
     text: str = ""
+    size: int = 0
     next_index: int = 0
     final_index: int | None = None
     pending: dict[int, tuple[str, bool]] = field(default_factory=dict)
@@ -133,6 +134,9 @@ class ReplyAssembler:
             self.final_index = index
         self._seen[index] = digest
         self.pending[index] = (delta, final)
+        self.size += len(delta.encode("utf-8", "surrogatepass"))
+        if self.size > self.max_bytes:
+            raise StreamError(f"the reply is over {self.max_bytes} bytes")
         if len(self.pending) > self.max_pending:
             raise StreamError(
                 f"{len(self.pending)} chunks wait for chunk {self.next_index}, over the limit"
@@ -143,9 +147,11 @@ class ReplyAssembler:
             self.text += piece
             self.next_index += 1
             changed = True
-            if len(self.text) > self.max_chars:
-                raise StreamError(f"the reply is over {self.max_chars} characters")
         return changed
+
+    def has(self, index: int) -> bool:
+        """Whether chunk ``index`` was taken already."""
+        return index in self._seen
 
     @property
     def complete(self) -> bool:

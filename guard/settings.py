@@ -239,6 +239,17 @@ class StreamSettings(BaseModel):
             " stream closed."
         ),
     )
+    max_duration_s: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "A stream not finished this long after its first chunk is abandoned (its"
+            " chunks hold back the partition's committed offset until it ends)."
+        ),
+    )
+    max_chunks: int = Field(
+        4096, ge=1, description="Most chunk records of one stream, repeats included."
+    )
     max_chunk_bytes: int = Field(
         16_384, ge=1, description="Largest text delta of one chunk (UTF-8 bytes)."
     )

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from guard.settings import Settings
 from stream_app.metrics import WorkerMetrics
 from stream_app.moderation import Moderator, RawMessage
+from stream_app.offset_ledger import InOrderAcks
 from stream_app.reply_moderation import ReplyModerator
 from stream_app.triton_client import GuardClient, ModelMismatch
 
@@ -45,6 +46,7 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
         "client": None,
         "moderator": None,
         "replies": None,
+        "acks": {},
         "last_ok": time.monotonic(),
         "offsets": {},
     }
@@ -79,12 +81,14 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
         moderator: Moderator = state["moderator"]
         slots = asyncio.Semaphore(s.worker.max_batches_in_flight)
         tasks: set[asyncio.Task[None]] = set()
+        acks = InOrderAcks(stream.ack)  # batches may finish out of order
+        state["acks"][s.topics.input] = acks
 
         async def finish(events: list[Any], planned: list[Any]) -> None:
             try:
                 await moderator.run(planned)
                 for event in events:  # only now: verdicts and dead letters are durable
-                    await stream.ack(event)
+                    await acks.done(event)
                 state["last_ok"] = time.monotonic()
             except Exception as exc:  # a bug, not bad input: stop, resume from the commit
                 log.exception("moderation batch failed; stopping the worker")
@@ -96,6 +100,8 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
             s.worker.batch_size, within=s.worker.batch_window_s
         )
         async for events in batches:
+            for e in events:
+                acks.take(e)
             batch = [_raw(e) for e in events]
             for m in batch:
                 state["offsets"][(m.topic, m.partition)] = m.offset
@@ -112,12 +118,16 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
         last verdict."""
         while state["moderator"] is None:
             await asyncio.sleep(0.1)
-        replies = ReplyModerator(s, state["moderator"], stream.ack, app.crash)
+        acks = InOrderAcks(stream.ack)  # streams end in any order
+        state["acks"][s.topics.reply_chunks] = acks
+        replies = ReplyModerator(s, state["moderator"], acks.done, app.crash)
         state["replies"] = replies
         batches = stream.noack_take(  # type: ignore[attr-defined]
             s.worker.batch_size, within=s.worker.batch_window_s
         )
         async for events in batches:
+            for e in events:
+                acks.take(e)
             batch = [(_raw(e), e) for e in events]
             try:
                 await replies.take(batch)
@@ -125,6 +135,18 @@ def register(app: faust.App, s: Settings) -> WorkerMetrics:
                 log.exception("reply moderation failed; stopping the worker")
                 await app.crash(exc)
                 return
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        """Partitions taken away: their open records and streams are another worker's
+        now (it reads them again from the last commit); send nothing for them."""
+        for tp in revoked:
+            acks = state["acks"].get(tp.topic)
+            if acks is not None:
+                acks.forget(tp.topic, tp.partition)
+        replies: ReplyModerator | None = state["replies"]
+        if replies is not None:
+            replies.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
 
     @app.timer(interval=min(s.streams.idle_s / 4, 5.0))
     async def expire_streams() -> None:

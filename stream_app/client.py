@@ -102,6 +102,7 @@ class ReplyGuard:
         self._next = 0
         self.state = ReplyState(mode)
         self._changed = asyncio.Event()
+        self._waited = 0
 
     @property
     def stream_id(self) -> str:
@@ -123,10 +124,13 @@ class ReplyGuard:
         return self._take()
 
     async def wait(self, timeout_s: float | None = None) -> str:
-        """Wait for the next verdict (or ``timeout_s``), then what may be shown."""
-        self._changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        """Wait for a verdict not waited for yet (or ``timeout_s``), then what may be
+        shown."""
+        if len(self.state.verdicts) <= self._waited:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+        self._waited = len(self.state.verdicts)
         return self._take()
 
     def _take(self) -> str:
@@ -139,18 +143,21 @@ class ReplyGuard:
     async def close(self, timeout_s: float | None = None) -> str:
         """Send the final chunk and wait for the whole reply's verdict; the rest of the
         reply to show. Raises :class:`ReplyStopped` or :class:`TimeoutError`."""
-        await self._send("", final=True)
-        deadline = asyncio.get_running_loop().time() + (timeout_s or self._client.timeout_s)
-        while self.state.final is None and self.state.stop is None:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise TimeoutError(f"no final verdict for reply {self.stream_id}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-        out = self._take()
-        self._client._forget(self)
-        return out
+        try:
+            self._take()  # stopped already: send nothing more
+            await self._send("", final=True)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + (timeout_s or self._client.timeout_s)
+            while self.state.final is None and self.state.stop is None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"no final verdict for reply {self.stream_id}")
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), left)
+            return self._take()
+        finally:
+            self._client._forget(self)
 
     async def _send(self, delta: str, final: bool) -> None:
         c0 = self._chunk0
@@ -279,18 +286,26 @@ class GuardstreamClient:
         raise RuntimeError(f"topic {topic} does not exist (guardstream topics creates it)")
 
     async def _read(self) -> None:
+        """Follow the verdict topics for as long as the client runs; a broker error is
+        logged and retried, a record that is not a JSON object skipped."""
         assert self._consumer is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reading verdicts failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
             for tp, records in batches.items():
                 for r in records:
-                    if r.value is None:
-                        continue
                     try:
-                        v = orjson.loads(r.value)
+                        v = orjson.loads(r.value) if r.value is not None else None
                     except orjson.JSONDecodeError:
-                        continue
-                    self._dispatch(tp.topic, v)
+                        v = None
+                    if isinstance(v, dict):
+                        self._dispatch(tp.topic, v)
 
     def _dispatch(self, topic: str, v: dict[str, Any]) -> None:
         if topic == self.s.topics.reply_verdicts:

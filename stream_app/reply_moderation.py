@@ -51,7 +51,13 @@ from guard.protocol import Classification, ClassifyRequest, RequestRejected
 from guard.reply_stream import ReplyAssembler, StreamError, plan_windows, releasable
 from guard.settings import Settings
 from stream_app.moderation import Moderator, Planned, RawMessage
-from stream_app.routing import audited, conversation_for, output_key, verdict_for
+from stream_app.routing import (
+    audited,
+    conversation_for,
+    fail_closed_verdict,
+    output_key,
+    verdict_for,
+)
 from stream_app.triton_client import TooSlow
 
 log = logging.getLogger(__name__)
@@ -71,7 +77,11 @@ class ReplyStream:
     policy_id: str | None
     timestamp: str
     assembler: ReplyAssembler
+    #: When the stream was opened, and when it last made progress (a new chunk).
+    opened: float
     last_seen: float
+    #: Digest of chunk 0, which tells a stream read again from one reusing its id.
+    first_digest: bytes = b""
     context: tuple[Turn, ...] | None = None
     turn_index: int | None = None
     #: Windows judged safe, in order, and the characters a hold-back client may show.
@@ -123,7 +133,11 @@ def window_verdict(
     unsafe = a.unsafe
     return ReplyVerdict(
         verdict_id=verdict_id(
-            stream.stream_id, result.model_name, result.model_version, a.policy, basis
+            stream.stream_id,
+            result.model_name,
+            result.model_version,
+            a.policy,
+            f"{stream.key[0] or ''}|{basis}",
         ),
         stream_id=stream.stream_id,
         conversation_id=stream.conversation_id,
@@ -155,7 +169,7 @@ def last_verdict(stream: ReplyStream, verdict: VerdictEvent, text: str, stop: bo
             verdict.model_name,
             verdict.model_version,
             verdict.policy,
-            f"{'stop' if stop else 'final'}:{verdict.verdict_id}",
+            f"{stream.key[0] or ''}|{'stop' if stop else 'final'}:{verdict.verdict_id}",
         ),
         stream_id=stream.stream_id,
         conversation_id=stream.conversation_id,
@@ -175,6 +189,11 @@ def last_verdict(stream: ReplyStream, verdict: VerdictEvent, text: str, stop: bo
         tenant=stream.key[0],
         fail_closed=verdict.fail_closed,
     )
+
+
+def _chunk_digest(chunk: ReplyChunk) -> bytes:
+    """What tells chunk 0 of one reply from chunk 0 of another under the same id."""
+    return hashlib.sha256(chunk.to_json()).digest()
 
 
 def _digest(turns: Sequence[Turn]) -> str:
@@ -202,7 +221,8 @@ class ReplyModerator:
         self.on_error = on_error
         self.clock = clock
         self.streams: dict[StreamKey, ReplyStream] = {}
-        self.ended: OrderedDict[StreamKey, None] = OrderedDict()
+        #: Streams that have their last verdict: the digest of their chunk 0.
+        self.ended: OrderedDict[StreamKey, bytes] = OrderedDict()
         self._tasks: set[asyncio.Future[None]] = set()
         self._requests = asyncio.Semaphore(settings.worker.max_in_flight)
 
@@ -222,15 +242,25 @@ class ReplyModerator:
                 continue
             key: StreamKey = (chunk.tenant, chunk.stream_id)
             if key in self.ended:
-                await self.ack(handle)  # the stream already has its last verdict
-                continue
+                if chunk.chunk_index != 0 or _chunk_digest(chunk) == self.ended[key]:
+                    await self.ack(handle)  # the stream already has its last verdict
+                    continue
+                del self.ended[key]  # a new reply under an id already used: refused below
+                reused = True
+            else:
+                reused = False
             stream = self.streams.get(key) or self._open(key, chunk, msg)
+            if reused:
+                stream.broken = "stream_id already used by an earlier reply"
+                stream.first_digest = _chunk_digest(chunk)
             stream.held.append(handle)
-            stream.last_seen = self.clock()
             stream.last_msg = msg
+            if len(stream.held) > self.s.streams.max_chunks and stream.broken is None:
+                stream.broken = f"over {self.s.streams.max_chunks} chunks"
             if stream.broken is None:
                 try:
-                    self._add(stream, chunk)
+                    if self._add(stream, chunk):
+                        stream.last_seen = self.clock()  # a repeat is no sign of life
                 except StreamError as exc:
                     stream.broken = str(exc)
             touched[key] = stream
@@ -238,13 +268,35 @@ class ReplyModerator:
             self._kick(stream)
 
     async def expire(self) -> int:
-        """Fail closed every stream idle for ``streams.idle_s``; how many."""
-        cutoff = self.clock() - self.s.streams.idle_s
-        idle = [st for st in self.streams.values() if st.last_seen <= cutoff]
+        """Fail closed every unfinished stream with no new chunk for ``streams.idle_s``
+        or open for ``streams.max_duration_s``; how many."""
+        idle = [st for st in self.streams.values() if self._stale(st)]
         for stream in idle:
             stream.abandoned = True
             self._kick(stream)
         return len(idle)
+
+    def _stale(self, stream: ReplyStream) -> bool:
+        now, st = self.clock(), self.s.streams
+        return not stream.assembler.complete and (
+            now - stream.last_seen >= st.idle_s or now - stream.opened >= st.max_duration_s
+        )
+
+    def forget_partitions(self, partitions: set[tuple[str, int]]) -> int:
+        """Drop, without a verdict, the streams read from ``partitions`` (taken away in
+        a rebalance: their new owner reads them again); how many."""
+        gone = [
+            st
+            for st in self.streams.values()
+            if st.last_msg is not None and (st.last_msg.topic, st.last_msg.partition) in partitions
+        ]
+        for stream in gone:
+            stream.done = True
+            if stream.task is not None:
+                stream.task.cancel()
+            self.streams.pop(stream.key, None)
+        self.moderator.metrics.streams_open.set(len(self.streams))
+        return len(gone)
 
     async def drain(self) -> None:
         """Wait until no stream is being judged (tests, shutdown)."""
@@ -265,10 +317,12 @@ class ReplyModerator:
                 stream.dirty = False
                 if stream.broken is not None:
                     await self._fail(stream, FailClosed.STREAM_BROKEN, stream.broken)
-                elif stream.abandoned:
+                elif stream.abandoned and self._stale(stream):
                     await self._fail(stream, FailClosed.STREAM_ABANDONED, "no chunk for too long")
                 else:
                     await self._advance(stream)
+        except asyncio.CancelledError:
+            raise  # its partition was taken away
         except Exception as exc:  # a bug, not bad input: the worker stops
             log.exception("streamed reply moderation failed")
             await self.on_error(exc)
@@ -282,22 +336,29 @@ class ReplyModerator:
             assembler=ReplyAssembler(
                 self.s.worker.max_content_bytes, self.s.streams.max_pending_chunks
             ),
+            opened=self.clock(),
             last_seen=self.clock(),
             last_msg=msg,
         )
+        if len(self.streams) >= self.s.streams.max_streams:
+            # Refused, not stored for long: its task fails it closed at once. Streams
+            # already followed go on.
+            stream.broken = f"over {self.s.streams.max_streams} streams followed at once"
         self.streams[key] = stream
         self.moderator.metrics.streams_open.set(len(self.streams))
         return stream
 
-    def _add(self, stream: ReplyStream, chunk: ReplyChunk) -> None:
-        if len(self.streams) > self.s.streams.max_streams:
-            raise StreamError(f"over {self.s.streams.max_streams} streams followed at once")
+    def _add(self, stream: ReplyStream, chunk: ReplyChunk) -> bool:
+        """Add ``chunk``; True unless it repeats one already taken."""
         if (chunk.conversation_id, chunk.policy_id) != (stream.conversation_id, stream.policy_id):
             raise StreamError("conversation_id or policy_id differs between chunks")
-        if chunk.chunk_index == 0:
+        new = not stream.assembler.has(chunk.chunk_index)
+        stream.assembler.add(chunk.chunk_index, chunk.delta, chunk.final)
+        if chunk.chunk_index == 0 and not stream.first_digest:
             stream.context, stream.turn_index = chunk.context, chunk.turn_index
             stream.timestamp = chunk.timestamp
-        stream.assembler.add(chunk.chunk_index, chunk.delta, chunk.final)
+            stream.first_digest = _chunk_digest(chunk)
+        return new
 
     async def _advance(self, stream: ReplyStream) -> None:
         """Judge the windows that are complete, in order; then the whole reply if it is.
@@ -391,13 +452,25 @@ class ReplyModerator:
         await self._end(stream)
 
     async def _fail(self, stream: ReplyStream, reason: FailClosed, why: str) -> None:
-        """Not judged whole: stop, and an unsafe fail-closed verdict to review."""
+        """Not judged whole: stop, and an unsafe fail-closed verdict to review.
+
+        A stream whose chunk 0 never came (the tail of a reply read again after a
+        restart, whose head was committed with its verdict; or a head lost to the
+        dead-letter topic) gets the stop only: there is no reply to review, and the
+        reply it belongs to may have its verdict already."""
         self.moderator.metrics.streams_failed.labels(reason.value).inc()
         text = stream.assembler.text
-        planned = Planned(self._msg(stream), stream.turn(text), error=why, fail_closed=reason)
-        verdict, sends = await self.moderator.judge(planned)
-        assert verdict is not None
-        await asyncio.gather(*sends)
+        turn = stream.turn(text)
+        if not stream.assembler.has(0):
+            model, policy = self.s.triton.model_name, self.moderator.fail_closed_policy
+            verdict = fail_closed_verdict(turn, reason, model, policy)
+            log.warning("stream %s without chunk 0: %s", stream.stream_id[:80], why[:200])
+        else:
+            planned = Planned(self._msg(stream), turn, error=why, fail_closed=reason)
+            judged, sends = await self.moderator.judge(planned)
+            assert judged is not None
+            verdict = judged
+            await asyncio.gather(*sends)
         await self._send_reply_verdict(stream, last_verdict(stream, verdict, text, stop=True))
         await self._end(stream)
 
@@ -413,7 +486,7 @@ class ReplyModerator:
         (a chunk that arrives from now on is acked as it comes)."""
         stream.done = True
         self.streams.pop(stream.key, None)
-        self.ended[stream.key] = None
+        self.ended[stream.key] = stream.first_digest
         while len(self.ended) > self.s.streams.max_streams * TOMBSTONES_PER_STREAM:
             self.ended.popitem(last=False)
         self.moderator.metrics.streams_open.set(len(self.streams))

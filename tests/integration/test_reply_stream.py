@@ -320,3 +320,53 @@ def test_a_malformed_chunk_goes_to_the_dlq_with_its_reason_and_streams_go_on(
     assert any("chunk_index must be >= 0" in r for r in reasons)
     assert any("not valid JSON" in r for r in reasons)
     assert any("over the limit of 16384 bytes" in r for r in reasons)
+
+
+def test_a_stream_ended_after_an_open_one_never_commits_past_it(
+    kafka_broker: str, shipped_triton: str, tmp_path: Path
+) -> None:
+    """Streams end in any order; the committed offset of their partition must wait for
+    the oldest open one. Stream A opens, stream B (same partition, after A) ends, the
+    worker is killed, A ends after a restart: A is judged whole, from its chunk 0 (had
+    the commit passed A's chunk 0, A would come back headless and fail closed)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partition = DefaultPartitioner()
+    same = [0, 1, 2]
+    a_id = "open-a"
+    b_id = next(
+        f"done-{i}"
+        for i in range(100)
+        if partition(f"done-{i}".encode(), same, same) == partition(a_id.encode(), same, same)
+    )
+    s = settings(kafka_broker, shipped_triton, tmp_path)
+    a = chunks(a_id, SAFE_REPLY)
+    first = worker_process(s, tmp_path / "worker1.log").start()
+    try:
+        send_chunks(s, a[:3])  # A is open
+        send_chunks(s, chunks(b_id, " ".join(FACTS[:3])))
+        reply_verdicts(s, last_of(b_id))
+        time.sleep(2.5)  # past faust's commit interval (1 s): a wrong commit would happen
+    finally:
+        first.kill()
+    send_chunks(s, a[3:])
+    with worker_process(s, tmp_path / "worker2.log"):
+        mine = verdicts_of(reply_verdicts(s, last_of(a_id), timeout_s=180), a_id)
+    assert mine[-1]["final"] and mine[-1]["verdict"] == "safe", mine[-1]
+    assert mine[-1]["end"] == len(SAFE_REPLY)
+    assert not any(v["fail_closed"] for v in mine)
+
+
+def test_a_new_reply_under_an_ended_streams_id_is_refused_not_waved_through(
+    kafka_broker: str, shipped_triton: str, tmp_path: Path
+) -> None:
+    s = settings(kafka_broker, shipped_triton, tmp_path)
+    with worker_process(s, tmp_path / "worker.log"):
+        send_chunks(s, chunks("reused", " ".join(FACTS[:3])))
+        assert verdicts_of(reply_verdicts(s, last_of("reused")), "reused")[-1]["final"]
+        send_chunks(s, chunks("reused", UNSAFE_REPLY))
+        again = lambda vs: any(  # noqa: E731
+            v["stream_id"] == "reused" and v["stop"] for v in vs
+        )
+        stop = [v for v in verdicts_of(reply_verdicts(s, again), "reused") if v["stop"]]
+    assert stop and stop[0]["fail_closed"] == "stream_broken"

@@ -31,6 +31,7 @@ def stream(tenant: str | None = "acme") -> ReplyStream:
         policy_id=None,
         timestamp=now_rfc3339(),
         assembler=ReplyAssembler(10_000),
+        opened=0.0,
         last_seen=0.0,
         context=(Turn(Role.USER, "hi"),),
     )
@@ -50,6 +51,8 @@ def test_a_window_verdict_is_safe_or_a_stop_and_its_id_depends_on_what_was_judge
     other = window_verdict(st, 0, (0, 12), "window:abd", answer(False, 0.1), 5)
     assert safe.verdict is Decision.SAFE and not safe.stop and not safe.final
     assert safe.verdict_id == again.verdict_id != other.verdict_id
+    elsewhere = window_verdict(stream("globex"), 0, (0, 12), "window:abc", answer(False, 0.1), 5)
+    assert elsewhere.verdict_id != safe.verdict_id, "another tenant's stream, another id"
     assert (safe.released, safe.tenant, safe.model_version) == (5, "acme", "3")
     stop = window_verdict(st, 1, (8, 20), "window:x", answer(True, 0.9), 5)
     assert stop.stop and stop.verdict is Decision.UNSAFE and stop.categories

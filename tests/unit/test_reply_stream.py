@@ -85,7 +85,7 @@ def test_chunks_out_of_order_and_repeated_assemble_the_same_reply() -> None:
     chunks = [(i, f"part{i} ", i == 9) for i in range(10)]
     shuffled = chunks + chunks[3:6]
     random.Random(0).shuffle(shuffled)
-    a = ReplyAssembler(max_chars=10_000)
+    a = ReplyAssembler(max_bytes=10_000)
     for c in shuffled:
         a.add(*c)
     assert a.complete and a.text == "".join(d for _, d, _ in chunks)
@@ -93,7 +93,7 @@ def test_chunks_out_of_order_and_repeated_assemble_the_same_reply() -> None:
 
 
 def test_a_chunk_resent_with_other_text_fails_the_stream() -> None:
-    a = ReplyAssembler(max_chars=1000)
+    a = ReplyAssembler(max_bytes=1000)
     a.add(0, "I can help. ", False)
     with pytest.raises(StreamError, match="other content"):
         a.add(0, "Sure, here is how to ", False)
@@ -105,13 +105,15 @@ def test_a_chunk_resent_with_other_text_fails_the_stream() -> None:
         ([(0, "a", True), (1, "b", False)], "after the final"),
         ([(2, "c", False), (1, "b", True)], "before chunks already received"),
         ([(1, "b", True), (3, "d", True)], "after the final"),
-        ([(0, "x" * 11, False)], "over 10 characters"),
+        ([(0, "x" * 11, False)], "over 10 bytes"),
+        ([(0, "é" * 6, False)], "over 10 bytes"),  # 6 characters, 12 bytes
+        ([(2, "x" * 6, False), (1, "y" * 6, False)], "over 10 bytes"),  # waiting ones count
         ([(i, "y", False) for i in range(1, 6)], "over the limit"),
         ([(-1, "z", False)], ">= 0"),
     ],
 )
 def test_contradictory_or_oversized_streams_fail(chunks: list, message: str) -> None:
-    a = ReplyAssembler(max_chars=10, max_pending=4)
+    a = ReplyAssembler(max_bytes=10, max_pending=4)
     with pytest.raises(StreamError, match=message):
         for c in chunks:
             a.add(*c)
