@@ -30,6 +30,8 @@ def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: o
             "flagged": f"flagged-{tag}",
             "dlq": f"dlq-{tag}",
             "reviews": f"reviews-{tag}",
+            "reply_chunks": f"chunks-{tag}",
+            "reply_verdicts": f"reply-verdicts-{tag}",
             "partitions": 3,
         },
         worker={
