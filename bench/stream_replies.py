@@ -272,7 +272,7 @@ def run_stream_bench(
     rate: float,
     report_path: Path | None,
     chunk_tokens: int = 4,
-    concurrency: int = 4,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     from bench.run import broker_and_triton, isolated_stack
     from stream_app.launchers.model import resolve_local_model

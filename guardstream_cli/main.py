@@ -298,7 +298,11 @@ def cmd_bench_stream(args: argparse.Namespace, s: Settings) -> int:
 
     _sigterm_as_interrupt()
     report = run_stream_bench(
-        s, args.replies, args.rate, Path(args.report) if args.report else None
+        s,
+        args.replies,
+        args.rate,
+        Path(args.report) if args.report else None,
+        concurrency=args.concurrency,
     )
     return 0 if report["unsafe"]["unsafe_harm_shown_when_stopped"] == 0 else 1
 
@@ -417,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bs.add_argument("--replies", type=int, default=60, help="safe and unsafe replies, each")
     bs.add_argument("--rate", type=float, default=50.0, help="generation rate, tokens/s")
+    bs.add_argument(
+        "--concurrency", type=int, default=1, help="replies streamed at once (1: latency)"
+    )
     bs.add_argument("--report", default=None, help="write the JSON report here")
     bs.set_defaults(func=cmd_bench_stream)
     td = sub.add_parser("train-default", help="rebuild the shipped default model (models/default)")

@@ -14,8 +14,9 @@ topics and follows its verdict topics, matching each verdict to what asked for i
 Modes of a reply guard:
 
 * ``hold_back`` (default): text is shown only after every window that holds it was
-  judged safe, and the end of the reply only after the whole reply was; no unsafe
-  token reaches the user, at the cost of about one window of delay.
+  judged safe, and the end of the reply only after the whole reply was: nothing is
+  shown that the model has not judged, at the cost of about one window of delay
+  (what the model misses is shown; docs/performance.md measures how often).
 * ``low_latency``: text is shown at once; a stop verdict raises :class:`ReplyStopped`
   on the next call (and sets :attr:`ReplyGuard.stopped`), and the application retracts
   what it showed.
@@ -41,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from guard.conversation import Role, Turn
 from guard.events import ChatTurn, ReplyChunk, now_rfc3339
 from guard.settings import Settings
+from stream_app.idle_fetch import install_idle_fetch_backoff
 from stream_app.kafka_config import aiokafka_options
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,9 @@ class GuardstreamClient:
         await self.close()
 
     async def start(self) -> None:
+        # An idle consumer must not fetch back to back from a broker that answers
+        # empty fetches at once (the local one): it would burn a core.
+        install_idle_fetch_backoff(self.s.kafka.idle_fetch_backoff_ms)
         opts = aiokafka_options(self.s.kafka)
         self._producer = AIOKafkaProducer(
             **opts, acks="all", enable_idempotence=True, linger_ms=0,
