@@ -120,7 +120,7 @@ class ReplyGuard:
 
     async def write(self, delta: str) -> str:
         """Send ``delta`` as the next chunk; the text the user may see now."""
-        self._take()  # stopped already: send nothing more
+        self._raise_if_stopped()  # send nothing more once stopped
         if delta:
             await self._send(delta, final=False)
         return self._take()
@@ -135,6 +135,11 @@ class ReplyGuard:
         self._waited = len(self.state.verdicts)
         return self._take()
 
+    def _raise_if_stopped(self) -> None:
+        if self.state.stop is not None:
+            self._client._forget(self)
+            raise ReplyStopped(self.state.stop)
+
     def _take(self) -> str:
         try:
             return self.state.take()
@@ -146,7 +151,7 @@ class ReplyGuard:
         """Send the final chunk and wait for the whole reply's verdict; the rest of the
         reply to show. Raises :class:`ReplyStopped` or :class:`TimeoutError`."""
         try:
-            self._take()  # stopped already: send nothing more
+            self._raise_if_stopped()
             await self._send("", final=True)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + (timeout_s or self._client.timeout_s)

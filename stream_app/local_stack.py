@@ -150,10 +150,11 @@ async def stream_reply(
     except ReplyStopped as stop:
         v = stop.verdict
         cats = ", ".join(f"{c['code']} {c['name']}" for c in v.get("categories", []))
+        seen = "none" if len(shown) <= int(v["start"]) else "part"
         return (
             f"STOPPED streamed reply {row['id']}: window {v['window']} unsafe"
             f"{' [' + cats + ']' if cats else ''}; the user saw {len(shown)} of the"
-            f" {sent} characters generated (of {len(reply)}), none of the unsafe window"
+            f" {sent} characters generated (of {len(reply)}), {seen} of the unsafe window"
         )
     final = guard.state.final or {}
     return (

@@ -370,3 +370,40 @@ def test_a_new_reply_under_an_ended_streams_id_is_refused_not_waved_through(
         )
         stop = [v for v in verdicts_of(reply_verdicts(s, again), "reused") if v["stop"]]
     assert stop and stop[0]["fail_closed"] == "stream_broken"
+
+
+def test_the_client_shows_a_safe_reply_whole_and_an_unsafe_one_only_up_to_the_harm(
+    kafka_broker: str, shipped_triton: str, tmp_path: Path
+) -> None:
+    """What an application runs: ``GuardstreamClient`` in hold-back mode, a reply
+    written a few tokens at a time as a model generates it."""
+    from stream_app.client import GuardstreamClient, ReplyStopped
+
+    s = settings(kafka_broker, shipped_triton, tmp_path)
+
+    async def stream(client: GuardstreamClient, stream_id: str, reply: str) -> tuple[str, bool]:
+        guard = client.reply(f"conv-{stream_id}", [Turn(Role.USER, USER)], stream_id=stream_id)
+        shown, spans = "", tokens(reply)
+        try:
+            for i in range(0, len(spans), 4):
+                end = spans[min(i + 4, len(spans)) - 1][1]
+                shown += await guard.write(reply[len(guard.state.text) : end])
+                await asyncio.sleep(0.02)
+            shown += await guard.close(timeout_s=120)
+        except ReplyStopped:
+            return shown, True
+        return shown, False
+
+    async def both() -> list[tuple[str, bool]]:
+        async with GuardstreamClient(s) as client:
+            return [
+                await stream(client, "c-leaf", SAFE_REPLY),
+                await stream(client, "c-bomb", UNSAFE_REPLY),
+            ]
+
+    with worker_process(s, tmp_path / "worker.log"):
+        (safe_shown, safe_stopped), (bomb_shown, bomb_stopped) = asyncio.run(both())
+    assert not safe_stopped and safe_shown == SAFE_REPLY, "a safe reply is shown whole, once"
+    assert bomb_stopped and UNSAFE_REPLY.startswith(bomb_shown)
+    assert len(bomb_shown) <= HARM_AT, "nothing of the harm was shown"
+    assert bomb_shown, "the safe start was shown before the stop"
