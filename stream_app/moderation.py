@@ -67,6 +67,11 @@ class Planned:
     fail_closed: FailClosed | None = None
 
 
+def unjudged_reason(exc: RequestRejected | TooSlow) -> FailClosed:
+    """Why a request the model did not judge fails closed."""
+    return FailClosed.TOO_SLOW if isinstance(exc, TooSlow) else FailClosed.REJECTED_BY_MODEL
+
+
 class Moderator:
     def __init__(
         self, settings: Settings, client: GuardClient, send: Send, metrics: WorkerMetrics
@@ -148,11 +153,7 @@ class Moderator:
             try:
                 result = await self.client.classify(req, retry_forever=True)
             except (RequestRejected, TooSlow) as exc:
-                reason = (
-                    FailClosed.TOO_SLOW
-                    if isinstance(exc, TooSlow)
-                    else FailClosed.REJECTED_BY_MODEL
-                )
+                reason = unjudged_reason(exc)
                 verdict = fail_closed_verdict(p.turn, reason, self._model, self.fail_closed_policy)
                 sends = await self.deliver(p, verdict, req.turns[:-1], f"{reason}: {exc}")
                 return verdict, sends

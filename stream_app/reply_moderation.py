@@ -50,7 +50,7 @@ from guard.events import (
 from guard.protocol import Classification, ClassifyRequest, RequestRejected
 from guard.reply_stream import ReplyAssembler, StreamError, plan_windows, releasable
 from guard.settings import Settings
-from stream_app.moderation import Moderator, Planned, RawMessage
+from stream_app.moderation import Moderator, Planned, RawMessage, unjudged_reason
 from stream_app.routing import (
     audited,
     conversation_for,
@@ -298,11 +298,6 @@ class ReplyModerator:
         self.moderator.metrics.streams_open.set(len(self.streams))
         return len(gone)
 
-    async def drain(self) -> None:
-        """Wait until no stream is being judged (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
     def _kick(self, stream: ReplyStream) -> None:
         """Make sure the stream's task runs (again) over what it now holds."""
         stream.dirty = True
@@ -383,12 +378,7 @@ class ReplyModerator:
                 try:
                     result = await self.moderator.client.classify(req, retry_forever=True)
                 except (RequestRejected, TooSlow) as exc:
-                    reason = (
-                        FailClosed.TOO_SLOW
-                        if isinstance(exc, TooSlow)
-                        else FailClosed.REJECTED_BY_MODEL
-                    )
-                    await self._fail(stream, reason, str(exc))
+                    await self._fail(stream, unjudged_reason(exc), str(exc))
                     return
             basis = f"window:{_digest(turns)}"
             if result.answer.unsafe:

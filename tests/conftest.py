@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,22 +54,29 @@ def tiny_lg3(llama3_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return train_tiny_lg3(tmp_path_factory.mktemp("tiny-lg3"), llama3_tokenizer_dir)
 
 
-@pytest.fixture(scope="session")
-def triton_server(
-    tiny_lg1: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, object]]:
-    """The real tritonserver serving model_repo/ with the tiny LG1 model."""
+def serve_checkpoint(checkpoint: Path, work_dir: Path) -> tuple[Any, Any]:
+    """A real tritonserver serving model_repo/ with ``checkpoint`` (not yet started),
+    and its ports."""
     from stream_app.launchers.tritonserver import TritonPorts, triton_process
 
     ports = TritonPorts(free_port(), free_port(), free_port())
     proc = triton_process(
         ROOT / "model_repo",
-        tmp_path_factory.mktemp("triton"),
+        work_dir,
         ports,
         explicit_models=["guard"],
-        env={"GUARDSTREAM_MODEL_CHECKPOINT": str(tiny_lg1)},
+        env={"GUARDSTREAM_MODEL_CHECKPOINT": str(checkpoint)},
         timeout_s=240,
     )
+    return proc, ports
+
+
+@pytest.fixture(scope="session")
+def triton_server(
+    tiny_lg1: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, object]]:
+    """The real tritonserver serving model_repo/ with the tiny LG1 model."""
+    proc, ports = serve_checkpoint(tiny_lg1, tmp_path_factory.mktemp("triton"))
     with proc:
         yield {
             "proc": proc,

@@ -19,7 +19,7 @@ from guard.events import ReplyChunk, now_rfc3339
 from guard.reply_stream import tokens
 from guard.settings import Settings
 from stream_app.launchers.model import SHIPPED_MODEL
-from tests.conftest import ROOT, free_port
+from tests.conftest import serve_checkpoint
 from tests.streaming import collect, isolated_settings, worker_process
 
 pytestmark = pytest.mark.integration
@@ -62,17 +62,7 @@ HARM_AT = UNSAFE_REPLY.index(HARM)
 @pytest.fixture(scope="module")
 def shipped_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real tritonserver serving the shipped default model (as ``guardstream up``)."""
-    from stream_app.launchers.tritonserver import TritonPorts, triton_process
-
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    proc = triton_process(
-        ROOT / "model_repo",
-        tmp_path_factory.mktemp("triton-shipped"),
-        ports,
-        explicit_models=["guard"],
-        env={"GUARDSTREAM_MODEL_CHECKPOINT": str(SHIPPED_MODEL)},
-        timeout_s=240,
-    )
+    proc, ports = serve_checkpoint(SHIPPED_MODEL, tmp_path_factory.mktemp("triton-shipped"))
     with proc:
         yield f"127.0.0.1:{ports.grpc}"
 
