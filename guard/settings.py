@@ -413,6 +413,62 @@ class ReviewSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The review console in the browser (``guardstream console``; docs/console.md)."""
+
+    host: str = Field("127.0.0.1", description="Address the console listens on.")
+    port: int = Field(8088, ge=1, le=65535, description="Port the console listens on.")
+    accounts_file: Path | None = Field(
+        None,
+        description=(
+            'Reviewer accounts, JSON: `{"ann": {"password": "<hash>", "tenants": "*"}}`'
+            ' (hashes from `guardstream console --hash-password`; `tenants`: `"*"` or a'
+            " list, null standing for turns without a tenant). In the chart, a Secret."
+        ),
+    )
+    identity_header: str | None = Field(
+        None,
+        description=(
+            "A header a trusted proxy in front of the console sets to the signed-in user"
+            " (OIDC in production); the user must have an account (for their tenants)."
+            " Unset: reviewers sign in with a password. Only set it where every request"
+            " comes through that proxy."
+        ),
+    )
+    session_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs session cookies (at least 32 characters); unset: a random key"
+            " per process, so sessions end when the console restarts and replicas do not"
+            " share them."
+        ),
+    )
+    session_ttl_s: float = Field(28_800, gt=0, description="How long a sign-in lasts.")
+    secure_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set it behind TLS)."
+    )
+    overlap: int = Field(
+        2,
+        ge=1,
+        le=9,
+        description="Reviewers an item flagged as uncertain needs (for agreement and labels).",
+    )
+    hold_s: float = Field(
+        600,
+        gt=0,
+        description=(
+            "How long an opened item stays reserved for its reviewer, and a skipped one is"
+            " not offered to them again."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _session_key_long_enough(self) -> ConsoleSettings:
+        if self.session_key is not None and len(self.session_key.get_secret_value()) < 32:
+            raise ValueError("console.session_key must be at least 32 characters")
+        return self
+
+
 class TrainingSettings(BaseModel):
     """Retraining from reviewed events (``guardstream retrain``)."""
 
@@ -594,6 +650,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     policy: PolicySettings = PolicySettings()
     review: ReviewSettings = ReviewSettings()
+    console: ConsoleSettings = ConsoleSettings()
     training: TrainingSettings = TrainingSettings()
     local: LocalSettings = LocalSettings()
     log_level: str = Field("INFO", description="Python log level.")
@@ -623,10 +680,22 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """``GUARDSTREAM_*`` variables that make a child process see these settings."""
         env = {"GUARDSTREAM_LOG_LEVEL": self.log_level}
-        groups = ("kafka", "topics", "worker", "streams", "triton", "policy", "training", "local")
+        groups = (
+            "kafka",
+            "topics",
+            "worker",
+            "streams",
+            "triton",
+            "policy",
+            "training",
+            "console",
+            "local",
+        )
         for group in groups:
             values = getattr(self, group).model_dump(mode="json")
             for key, value in values.items():
+                if isinstance(getattr(getattr(self, group), key), SecretStr):
+                    continue  # passed below, or not at all
                 if value is not None:
                     text = json.dumps(value) if isinstance(value, list | dict) else str(value)
                     env[f"GUARDSTREAM_{group.upper()}__{key.upper()}"] = text
@@ -635,6 +704,10 @@ class Settings(BaseSettings):
         if self.triton.model_control_key is not None:
             key = self.triton.model_control_key.get_secret_value()
             env["GUARDSTREAM_TRITON__MODEL_CONTROL_KEY"] = key
+        if self.training.split_key is not None:
+            env["GUARDSTREAM_TRAINING__SPLIT_KEY"] = self.training.split_key.get_secret_value()
+        if self.console.session_key is not None:
+            env["GUARDSTREAM_CONSOLE__SESSION_KEY"] = self.console.session_key.get_secret_value()
         return env
 
     def for_local_stack(self) -> Settings:

@@ -148,6 +148,21 @@ def cmd_review(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace, s: Settings) -> int:
+    if args.hash_password:
+        import getpass
+
+        from review_console.auth import hash_password
+
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+        print(hash_password(password.rstrip("\n")))
+        return 0
+    from review_console.serve import serve
+
+    serve(s)
+    return 0
+
+
 def cmd_retrain(args: argparse.Namespace, s: Settings) -> int:
     from training.retrain import retrain
 
@@ -373,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rv.add_argument("--limit", type=int, default=None, help="review at most N turns")
     rv.set_defaults(func=cmd_review)
+    co = sub.add_parser("console", help="the review console in the browser")
+    co.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="print the hash of a password (from the terminal or stdin) for an accounts file",
+    )
+    co.set_defaults(func=cmd_console)
     rt = sub.add_parser("retrain", help="dataset, fine-tune, evaluate, promote (one cycle)")
     rt.add_argument("--no-reload", action="store_true", help="do not ask Triton to load")
     rt.set_defaults(func=cmd_retrain)

@@ -37,6 +37,8 @@ class Item:
     decisions: dict[str, ReviewEvent] = field(default_factory=dict)
     #: reviewer -> until when they hold it (seconds since the epoch).
     reserved: dict[str, float] = field(default_factory=dict)
+    #: reviewer -> until when it is not offered to them again (they skipped it).
+    skipped: dict[str, float] = field(default_factory=dict)
 
     @property
     def verdict(self) -> dict[str, Any]:
@@ -53,7 +55,9 @@ class Item:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        return tuple(str(c) for c in self.verdict.get("categories", ()))
+        """The codes of the categories the model named (``{"code", "name"}`` each)."""
+        cats = self.verdict.get("categories", ())
+        return tuple(str(c.get("code")) if isinstance(c, dict) else str(c) for c in cats)
 
     @property
     def model_version(self) -> str:
@@ -122,6 +126,8 @@ class ReviewQueue:
     seen_reviews: set[str] = field(default_factory=set)
     #: Reviews of turns not (yet) read: applied when their flagged record comes.
     orphans: dict[str, list[ReviewEvent]] = field(default_factory=dict)
+    #: review id -> when the broker took it (seconds since the epoch), for throughput.
+    review_times: dict[str, float] = field(default_factory=dict)
 
     def add_flagged(self, record: Mapping[str, Any], at: float) -> Item | None:
         """A flagged record (as decoded JSON) the broker took at ``at``; a record without
@@ -136,11 +142,14 @@ class ReviewQueue:
             item.decisions[review.reviewer] = review
         return item
 
-    def add_review(self, review: ReviewEvent) -> None:
-        """A review, in the order the broker holds them: each reviewer's latest counts."""
+    def add_review(self, review: ReviewEvent, at: float | None = None) -> None:
+        """A review, in the order the broker holds them (taken at ``at``): each
+        reviewer's latest counts."""
         if review.review_id in self.seen_reviews:
             return
         self.seen_reviews.add(review.review_id)
+        if at is not None:
+            self.review_times[review.review_id] = at
         item = self.items.get(review.flagged_id)
         if item is None:
             self.orphans.setdefault(review.flagged_id, []).append(review)
@@ -163,6 +172,8 @@ class ReviewQueue:
             if not (in_scope(scope, item.tenant) and filters.match(item)):
                 continue
             if reviewer in item.decisions or not item.is_open(self.overlap):
+                continue
+            if item.skipped.get(reviewer, 0.0) > now:
                 continue
             others = item.holders(now) - {reviewer}
             still = max(item.needed(self.overlap) - len(item.decisions), 1)
@@ -204,11 +215,13 @@ class ReviewQueue:
         item = self.items.get(flagged_id)
         return item if item is not None and in_scope(scope, item.tenant) else None
 
-    def release(self, flagged_id: str, reviewer: str) -> None:
-        """``reviewer`` skips the item: it is no longer held for them."""
+    def skip(self, flagged_id: str, reviewer: str, now: float) -> None:
+        """``reviewer`` skips the item: released, and not offered to them again for
+        ``hold_s`` (others may take it)."""
         item = self.items.get(flagged_id)
         if item is not None:
             item.reserved.pop(reviewer, None)
+            item.skipped[reviewer] = now + self.hold_s
 
     def open_items(self) -> list[Item]:
         return [i for i in self.items.values() if i.is_open(self.overlap)]

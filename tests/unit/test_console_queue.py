@@ -27,7 +27,7 @@ def flagged(
         "verdict": {
             "tenant": tenant,
             "p_unsafe": p,
-            "categories": list(categories),
+            "categories": [{"code": c, "name": f"name of {c}"} for c in categories],
             "model_version": version,
             "policy_id": "llama-guard-1",
         },
@@ -85,8 +85,10 @@ def test_an_opened_item_is_held_for_its_reviewer_until_decided_skipped_or_expire
     assert q.take("bob", "*", 101).flagged_id == "b"  # type: ignore[union-attr]
     assert q.take("cy", "*", 101) is None, "both held"
     assert q.take("cy", "*", 161).flagged_id == "a", "ann's hold expired"  # type: ignore[union-attr]
-    q.release("b", "bob")
+    q.skip("b", "bob", 162)
     assert [i.flagged_id for i in q.available("dan", "*", 162)] == ["b"]
+    assert "b" not in [i.flagged_id for i in q.available("bob", "*", 163)], "skipped: not again"
+    assert "b" in [i.flagged_id for i in q.available("bob", "*", 223)], "until hold_s passed"
 
 
 def test_an_item_closes_after_its_reviews_and_a_reviewer_never_gets_it_twice() -> None:

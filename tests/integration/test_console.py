@@ -1,0 +1,190 @@
+"""The review console over HTTP, as a browser's requests reach it: the real broker, the
+console as ``guardstream console`` runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from guard.events import ReviewEvent, decode_review
+from guard.settings import Settings
+from review_console.auth import hash_password
+from stream_app.kafka_io import produce, read_all
+from stream_app.launchers.console import console_process
+from stream_app.topics import create_topics
+from tests.conftest import free_port
+from tests.streaming import isolated_settings
+
+KEYS = {"ann": "ann-signing-key-0123456789", "bob": "bob-signing-key-0123456789"}
+PASSWORDS = {"ann": "ann's password", "bob": "bob's password"}
+
+
+def flagged(
+    fid: str, tenant: str | None, p: float = 0.9, reasons: tuple[str, ...] = ("unsafe",)
+) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "flagged_id": fid,
+            "reasons": list(reasons),
+            "turn": {
+                "event_id": f"e-{fid}",
+                "conversation_id": f"c-{fid}",
+                "turn_index": 1,
+                "role": "agent",
+                "content": f"reply {fid}: here is how to hotwire a car",
+                "timestamp": "2026-11-28T10:00:00Z",
+                "tenant": tenant,
+            },
+            "context": [{"role": "user", "content": f"question {fid}"}],
+            "verdict": {
+                "verdict_id": fid,
+                "event_id": f"e-{fid}",
+                "policy_id": "llama-guard-1",
+                "verdict": "unsafe",
+                "p_unsafe": p,
+                "categories": [{"code": "O3", "name": "Criminal Planning"}],
+                "model_name": "guard",
+                "model_version": "1",
+                "tenant": tenant,
+            },
+        }
+    )
+
+
+def console_settings(broker: str, tmp_path: Path) -> Settings:
+    s = isolated_settings(broker, "127.0.0.1:1", tmp_path)
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(
+        json.dumps(
+            {
+                "ann": {"password": hash_password(PASSWORDS["ann"]), "tenants": "*"},
+                "bob": {"password": hash_password(PASSWORDS["bob"]), "tenants": ["acme"]},
+            }
+        )
+    )
+    return s.model_copy(
+        update={
+            "console": s.console.model_copy(
+                update={"port": free_port(), "accounts_file": accounts}
+            ),
+            "review": s.review.model_validate({"reviewer_keys": KEYS}),
+        }
+    )
+
+
+def sign_in(base: str, reviewer: str) -> tuple[httpx.Client, str]:
+    client = httpx.Client(base_url=base, follow_redirects=False, timeout=30)
+    r = client.post("/login", data={"reviewer": reviewer, "password": PASSWORDS[reviewer]})
+    assert r.status_code == 303, r.text
+    page = client.get("/review")
+    assert page.status_code == 200
+    match = re.search(r'<meta name="csrf" content="([^"]+)">', page.text)
+    assert match
+    return client, match.group(1)
+
+
+def reviews(s: Settings) -> list[ReviewEvent]:
+    return [decode_review(r) for r in asyncio.run(read_all(s, s.topics.reviews))]
+
+
+def test_a_reviewer_decides_as_themselves_within_their_tenants_and_decisions_reach_the_topic(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    s = console_settings(kafka_broker, tmp_path)
+    asyncio.run(create_topics(s))
+    records = [flagged(f"f{i}", "acme", p=0.6 + i / 10) for i in range(3)]
+    records.append(flagged("g0", "globex"))
+    asyncio.run(produce(s, [(None, r) for r in records], topic=s.topics.flagged))
+    base = f"http://{s.console.host}:{s.console.port}"
+    with console_process(s, tmp_path / "console.log"):
+        # Without a session: nothing, and no content.
+        anon = httpx.Client(base_url=base, timeout=30)
+        assert anon.get("/api/next").status_code == 401
+        assert anon.get("/", follow_redirects=False).status_code == 303
+        assert anon.post("/login", data={"reviewer": "bob", "password": "wrong"}).status_code == 401
+        bob, csrf = sign_in(base, "bob")
+        seen = []
+        for _ in range(3):
+            item = bob.get("/api/next", params={"order": "risk"}).json()["item"]
+            assert item["verdict"]["tenant"] == "acme"
+            seen.append(item["flagged_id"])
+            body = {
+                "label": "unsafe",
+                "categories": ["O3"],
+                "note": "hotwiring",
+                "attempt": item["attempt"],
+                "reviewer": "ann",  # a forged reviewer: the session decides
+            }
+            url = f"/api/items/{item['flagged_id']}/decision"
+            # No CSRF token, or a request from another site: refused.
+            assert bob.post(url, json=body).status_code == 403
+            other = {"x-csrf-token": csrf, "origin": "http://evil.example"}
+            assert bob.post(url, json=body, headers=other).status_code == 403
+            r = bob.post(url, json=body, headers={"x-csrf-token": csrf})
+            assert r.status_code == 200, r.text
+            again = bob.post(url, json=body, headers={"x-csrf-token": csrf})  # a double Enter
+            assert again.json()["review_id"] == r.json()["review_id"]
+        assert seen == ["f2", "f1", "f0"], "riskiest first"
+        assert bob.get("/api/next").json()["item"] is None, "globex is not bob's tenant"
+        assert bob.get("/api/items/g0").status_code == 404
+        # ann (every tenant) sees only what is left.
+        ann, _ = sign_in(base, "ann")
+        assert ann.get("/api/next").json()["item"]["flagged_id"] == "g0"
+        metrics = httpx.get(f"{base}/metrics").text
+        assert "guardstream_review_queue_depth 1.0" in metrics
+    got = reviews(s)
+    assert len({r.review_id for r in got}) == 3 and len(got) == 6, "resent, same ids"
+    assert {r.flagged_id for r in got} == {"f0", "f1", "f2"}
+    for r in got:
+        assert r.reviewer == "bob" and r.signed_by(KEYS["bob"].encode())
+        assert r.categories == ("O3",) and r.note == "hotwiring"
+    assert "hotwire" not in (tmp_path / "console.log").read_text(), "no chat content in logs"
+
+
+def test_the_queue_is_rebuilt_from_the_topics_after_a_restart(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    s = console_settings(kafka_broker, tmp_path)
+    asyncio.run(create_topics(s))
+    asyncio.run(
+        produce(s, [(None, flagged(f"r{i}", "acme")) for i in range(2)], topic=s.topics.flagged)
+    )
+    base = f"http://{s.console.host}:{s.console.port}"
+    with console_process(s, tmp_path / "console.log"):
+        bob, csrf = sign_in(base, "bob")
+        item: dict[str, Any] = bob.get("/api/next").json()["item"]
+        body = {"label": "safe", "categories": [], "attempt": item["attempt"]}
+        url = f"/api/items/{item['flagged_id']}/decision"
+        assert bob.post(url, json=body, headers={"x-csrf-token": csrf}).status_code == 200
+    with console_process(s, tmp_path / "console2.log"):
+        bob, _ = sign_in(base, "bob")
+        left = bob.get("/api/next").json()["item"]
+        assert left is not None and left["flagged_id"] != item["flagged_id"]
+
+
+@pytest.mark.parametrize("bad", [{"label": "unsafe", "categories": []}, {"label": "maybe"}])
+def test_a_malformed_decision_is_refused_with_the_reason(
+    kafka_broker: str, tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    s = console_settings(kafka_broker, tmp_path)
+    asyncio.run(create_topics(s))
+    asyncio.run(produce(s, [(None, flagged("m0", "acme"))], topic=s.topics.flagged))
+    base = f"http://{s.console.host}:{s.console.port}"
+    with console_process(s, tmp_path / "console.log"):
+        bob, csrf = sign_in(base, "bob")
+        item = bob.get("/api/next").json()["item"]
+        r = bob.post(
+            f"/api/items/{item['flagged_id']}/decision",
+            json={**bad, "attempt": item["attempt"]},
+            headers={"x-csrf-token": csrf},
+        )
+        assert r.status_code == 400 and r.json()["error"]
+    assert reviews(s) == []

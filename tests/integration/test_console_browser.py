@@ -1,0 +1,89 @@
+"""The review console in a real browser (Debian's Chromium, driven by Playwright): a
+reviewer signs in and clears the queue with the keyboard alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from guard.events import Decision
+from stream_app.kafka_io import produce
+from stream_app.launchers.console import console_process
+from stream_app.topics import create_topics
+from tests.integration.test_console import KEYS, PASSWORDS, console_settings, flagged, reviews
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root, in a machine without network: no sandbox, nothing fetched in the background.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_a_reviewer_clears_the_queue_with_the_keyboard_alone(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is missing: scripts/setup.sh installs it"
+    shots = Path(os.environ.get("GUARDSTREAM_SCREENSHOTS", tmp_path))
+    s = console_settings(kafka_broker, tmp_path)
+    asyncio.run(create_topics(s))
+    records = [flagged(f"k{i}", "acme", p=0.9 - i / 10) for i in range(4)]
+    asyncio.run(produce(s, [(None, r) for r in records], topic=s.topics.flagged))
+    base = f"http://{s.console.host}:{s.console.port}"
+    with console_process(s, tmp_path / "console.log"), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        page.goto(f"{base}/review")
+        expect(page).to_have_url(f"{base}/login")  # no session: the sign-in page
+        page.keyboard.type("bob")
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORDS["bob"])
+        page.keyboard.press("Enter")
+        expect(page.locator("h1")).to_contain_text("4 open for you")
+        page.screenshot(path=str(shots / "console-queue.png"))
+        page.keyboard.press("Enter")  # start reviewing, riskiest... oldest first
+        item = page.locator("#item")
+        expect(item).to_have_attribute("data-flagged-id", "k0")
+        expect(page.locator("#judged")).to_contain_text("reply k0: here is how to hotwire")
+        page.keyboard.press("s")  # skip k0: not offered again for a while
+        expect(item).to_have_attribute("data-flagged-id", "k1")
+        page.keyboard.press("2")
+        page.keyboard.press("5")  # the third category key: O3
+        expect(page.locator(".cat.on")).to_contain_text("O3")
+        page.screenshot(path=str(shots / "console-item.png"))
+        page.keyboard.press("Enter")
+        expect(item).to_have_attribute("data-flagged-id", "k2")
+        page.keyboard.press("1")
+        page.keyboard.press("Enter")
+        expect(item).to_have_attribute("data-flagged-id", "k3")
+        page.keyboard.press("2")
+        page.keyboard.press("5")
+        page.keyboard.press("Enter")
+        expect(page.locator("#empty")).to_be_visible()
+        page.keyboard.press("u")  # undo: k3 again, to decide anew
+        expect(item).to_have_attribute("data-flagged-id", "k3")
+        expect(page.locator("#status")).to_contain_text("You decided this before: unsafe")
+        page.keyboard.press("1")
+        page.keyboard.press("Enter")
+        expect(page.locator("#empty")).to_be_visible()
+        browser.close()
+    got = reviews(s)  # in order per flagged turn (its key's partition), not across them
+    by_turn: dict[str, list[tuple[Decision, tuple[str, ...]]]] = {}
+    for r in got:
+        by_turn.setdefault(r.flagged_id, []).append((r.label, r.categories))
+    assert by_turn == {
+        "k1": [(Decision.UNSAFE, ("O3",))],
+        "k2": [(Decision.SAFE, ())],
+        # the undo: bob's latest decision on k3 is the one that counts
+        "k3": [(Decision.UNSAFE, ("O3",)), (Decision.SAFE, ())],
+    }
+    assert all(r.reviewer == "bob" and r.signed_by(KEYS["bob"].encode()) for r in got)
