@@ -401,7 +401,8 @@ def test_retrain_gets_the_reviewer_keys_from_a_secret_only_when_named(render):
     assert "GUARDSTREAM_REVIEW__REVIEWER_KEYS" not in env_of(
         container(retrain(render("default")), "retrain")
     )
-    # Only the retrain job needs them: nothing else can read reviewers' keys.
+    # Only the retrain job needs them (and the console, when deployed: it signs as the
+    # signed-in reviewer): nothing else can read reviewers' keys.
     for doc in workloads(docs):
         if doc["kind"] != "CronJob":
             for c in pod_spec(doc)["containers"]:
@@ -439,6 +440,77 @@ def test_retrain_needs_a_claim(helm_template):
     )
     assert proc.returncode != 0
     assert "retrain.enabled needs modelRepository.type pvc" in proc.stderr
+
+
+# --- Review console -------------------------------------------------------------------
+
+
+def console(docs: Manifests) -> dict[str, Any]:
+    return one(docs, "Deployment", f"{FULLNAME}-console")
+
+
+def test_the_console_is_deployed_only_when_enabled(render):
+    assert not [d for d in render() if "console" in d["metadata"]["name"]]
+
+
+def test_the_console_reads_accounts_keys_and_session_key_from_secrets(render):
+    docs = render("console-ingress")
+    c = container(console(docs), "console")
+    assert c["command"] == ["guardstream", "console"]
+    env = env_of(c)
+    assert env["GUARDSTREAM_CONSOLE__SESSION_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "guardstream-console-session", "key": "session-key"}
+    }
+    assert env["GUARDSTREAM_REVIEW__REVIEWER_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "guardstream-reviewer-keys"
+    )
+    # No reviewer id is configured: it comes from each reviewer's session.
+    assert "GUARDSTREAM_REVIEW__REVIEWER" not in env
+    accounts = env["GUARDSTREAM_CONSOLE__ACCOUNTS_FILE"]["value"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "accounts"]
+    assert accounts.startswith(mount["mountPath"] + "/") and mount["readOnly"]
+    (volume,) = [v for v in pod_spec(console(docs))["volumes"] if v["name"] == "accounts"]
+    assert volume["secret"]["secretName"] == "guardstream-console-accounts"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    service = one(docs, "Service", f"{FULLNAME}-console")
+    assert selects(service["spec"]["selector"], pod_labels(console(docs)))
+    assert env["GUARDSTREAM_CONSOLE__SECURE_COOKIES"]["value"] == "true"
+
+
+def test_the_console_ingress_routes_its_host_to_the_console_with_tls(render):
+    ingress = one(render("console-ingress"), "Ingress", f"{FULLNAME}-console")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "review.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{FULLNAME}-console", "port": {"name": "http"}}
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["review.example.com"], "secretName": "review-example-com-tls"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "console.enabled=true"], "console.enabled needs console.accounts.secretName"),
+        (
+            [
+                "--set",
+                "console.enabled=true",
+                "--set",
+                "console.accounts.secretName=a",
+                "--set",
+                "console.ingress.enabled=true",
+            ],
+            "console.ingress.enabled needs console.ingress.host",
+        ),
+    ],
+)
+def test_a_console_without_accounts_or_an_ingress_without_host_fails_rendering(
+    helm_template, args, message
+):
+    proc = helm_template(*args)
+    assert proc.returncode != 0 and message in proc.stderr
 
 
 def test_topics_job(render):

@@ -188,3 +188,38 @@ def test_a_malformed_decision_is_refused_with_the_reason(
         )
         assert r.status_code == 400 and r.json()["error"]
     assert reviews(s) == []
+
+
+def test_behind_a_trusted_proxy_the_identity_header_signs_the_reviewer_in(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    s = console_settings(kafka_broker, tmp_path)
+    s = s.model_copy(
+        update={"console": s.console.model_copy(update={"identity_header": "X-Forwarded-User"})}
+    )
+    asyncio.run(create_topics(s))
+    asyncio.run(produce(s, [(None, flagged("h0", "acme"))], topic=s.topics.flagged))
+    base = f"http://{s.console.host}:{s.console.port}"
+    with console_process(s, tmp_path / "console.log"):
+        bob = httpx.Client(base_url=base, headers={"X-Forwarded-User": "bob"}, timeout=30)
+        page = bob.get("/review", follow_redirects=True)  # the first visit makes a session
+        assert page.status_code == 200
+        csrf = re.search(r'<meta name="csrf" content="([^"]+)">', page.text)
+        assert csrf
+        item = bob.get("/api/next").json()["item"]
+        body = {"label": "safe", "categories": [], "attempt": item["attempt"]}
+        url = f"/api/items/{item['flagged_id']}/decision"
+        # bob's cookie with another user's header, or no header: not bob.
+        as_ann = {"X-Forwarded-User": "ann", "x-csrf-token": csrf.group(1)}
+        assert bob.post(url, json=body, headers=as_ann).status_code == 401
+        stranger = httpx.Client(base_url=base, headers={"X-Forwarded-User": "mallory"})
+        assert stranger.get("/api/next").status_code == 401
+        assert stranger.get("/review").status_code == 303
+        # Passwords are off behind the proxy.
+        assert (
+            bob.post("/login", data={"reviewer": "bob", "password": PASSWORDS["bob"]}).status_code
+            == 403
+        )
+        assert bob.post(url, json=body, headers={"x-csrf-token": csrf.group(1)}).status_code == 200
+    (review,) = reviews(s)
+    assert review.reviewer == "bob" and review.flagged_id == "h0"
