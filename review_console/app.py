@@ -288,6 +288,9 @@ def build_app(console: Console) -> Starlette:
             return JSONResponse({"error": "no such item"}, 404)
         try:
             body = await request.json()
+            if isinstance(body, dict) and body.get("reviewer", s.reviewer) != s.reviewer:
+                log.warning("console: %s sent a decision naming another reviewer", s.reviewer)
+                return JSONResponse({"error": "the reviewer is who is signed in"}, 403)
             review = decision_of(body, item, s.reviewer)
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": str(exc)}, 400)

@@ -190,9 +190,30 @@ async def follow_new_verdicts(s: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def review_console(s: Settings) -> Iterator[ManagedProcess]:
+    """The review console for a local run: one account, ``reviewer``, with a fresh
+    password each run (printed; the accounts file is readable by its owner only)."""
+    from review_console.serve import local_account
+    from stream_app.launchers.console import console_process
+
+    accounts = s.local.data_dir / "console" / "accounts.json"
+    password = local_account(accounts)
+    s = s.model_copy(
+        update={"console": s.console.model_copy(update={"accounts_file": accounts})}
+    )
+    with console_process(s, s.local.data_dir / "console.log") as proc:
+        print(
+            f"review console: http://{s.console.host}:{s.console.port}/"
+            f" (sign in as reviewer, password {password})",
+            flush=True,
+        )
+        yield proc
+
+
 def run_up(s: Settings, exit_after_samples: bool) -> int:
     s = s.for_local_stack()
-    with local_services(s):
+    with local_services(s), review_console(s):
         try:
             rc = asyncio.run(show_verdicts(s, sample_turns()))
             rc = rc or asyncio.run(show_streamed_replies(s))

@@ -50,7 +50,7 @@ def isolated_settings(broker: str, triton_grpc: str, data_dir: Path, **worker: o
 def up_environment(data_dir: Path, checkpoint: Path) -> tuple[dict[str, str], dict[str, int]]:
     """The environment of a ``guardstream up`` run that serves ``checkpoint`` and meets no
     other stack (its own data dir and free ports), and those ports by name."""
-    ports = {k: free_port() for k in ("broker", "http", "grpc", "metrics", "web")}
+    ports = {k: free_port() for k in ("broker", "http", "grpc", "metrics", "web", "console")}
     env = {
         **os.environ,
         "GUARDSTREAM_LOCAL__DATA_DIR": str(data_dir),
@@ -59,6 +59,7 @@ def up_environment(data_dir: Path, checkpoint: Path) -> tuple[dict[str, str], di
         "GUARDSTREAM_LOCAL__TRITON_GRPC_PORT": str(ports["grpc"]),
         "GUARDSTREAM_LOCAL__TRITON_METRICS_PORT": str(ports["metrics"]),
         "GUARDSTREAM_WORKER__WEB_PORT": str(ports["web"]),
+        "GUARDSTREAM_CONSOLE__PORT": str(ports["console"]),
         "GUARDSTREAM_MODEL_CHECKPOINT": str(checkpoint),
     }
     return env, ports

@@ -48,6 +48,8 @@ def test_up_runs_everything_shows_each_sample_verdict_and_stops_what_it_started(
     streamed = re.findall(r"^(SAFE|UNSAFE|STOPPED) streamed reply (\w+)", out.stdout, re.MULTILINE)
     assert sorted(name for _, name in streamed) == ["bomb", "leaf"], out.stdout
     assert f"checkpoint {tiny_lg1}" in out.stdout  # the served model is named
+    console = f"review console: http://127.0.0.1:{ports['console']}/ (sign in as reviewer, password"
+    assert console in out.stdout
     for name, port in ports.items():
         assert not _port_open(port), f"{name} port {port} still open after up exited"
 

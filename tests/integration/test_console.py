@@ -121,9 +121,12 @@ def test_a_reviewer_decides_as_themselves_within_their_tenants_and_decisions_rea
                 "categories": ["O3"],
                 "note": "hotwiring",
                 "attempt": item["attempt"],
-                "reviewer": "ann",  # a forged reviewer: the session decides
             }
             url = f"/api/items/{item['flagged_id']}/decision"
+            # A decision naming another reviewer: refused (the session says who decides).
+            forged = {**body, "reviewer": "ann"}
+            r = bob.post(url, json=forged, headers={"x-csrf-token": csrf})
+            assert r.status_code == 403 and "signed in" in r.json()["error"]
             # No CSRF token, or a request from another site: refused.
             assert bob.post(url, json=body).status_code == 403
             other = {"x-csrf-token": csrf, "origin": "http://evil.example"}
@@ -140,7 +143,7 @@ def test_a_reviewer_decides_as_themselves_within_their_tenants_and_decisions_rea
         assert ann.get("/api/next").json()["item"]["flagged_id"] == "g0"
         metrics = httpx.get(f"{base}/metrics").text
         assert "guardstream_review_queue_depth 1.0" in metrics
-    got = reviews(s)
+    got = reviews(s)  # nothing from the forged requests
     assert len({r.review_id for r in got}) == 3 and len(got) == 6, "resent, same ids"
     assert {r.flagged_id for r in got} == {"f0", "f1", "f2"}
     for r in got:
@@ -223,3 +226,34 @@ def test_behind_a_trusted_proxy_the_identity_header_signs_the_reviewer_in(
         assert bob.post(url, json=body, headers={"x-csrf-token": csrf.group(1)}).status_code == 200
     (review,) = reviews(s)
     assert review.reviewer == "bob" and review.flagged_id == "h0"
+
+
+def test_an_uncertain_turn_goes_to_two_reviewers_and_the_stats_page_shows_their_agreement(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    s = console_settings(kafka_broker, tmp_path)
+    asyncio.run(create_topics(s))
+    records = [flagged("u0", "acme", p=0.5, reasons=("uncertain",)), flagged("u1", "acme", 0.5)]
+    asyncio.run(produce(s, [(None, r) for r in records], topic=s.topics.flagged))
+    base = f"http://{s.console.host}:{s.console.port}"
+    with console_process(s, tmp_path / "console.log"):
+        for who, label in (("bob", "unsafe"), ("ann", "safe")):
+            client, csrf = sign_in(base, who)
+            item = client.get("/api/items/u0").json()["item"]
+            body = {
+                "label": label,
+                "categories": ["O3"] if label == "unsafe" else [],
+                "attempt": item["attempt"],
+            }
+            r = client.post("/api/items/u0/decision", json=body, headers={"x-csrf-token": csrf})
+            assert r.status_code == 200
+            if who == "bob":  # one decision is not enough for an uncertain turn
+                assert client.get("/api/next").json()["item"]["flagged_id"] == "u1"
+                ann_first, _ = sign_in(base, "ann")
+                assert ann_first.get("/api/next").json()["item"]["flagged_id"] == "u0"
+        # They disagree: a tie, open for a third reviewer; none is left (only two accounts).
+        stats = client.get("/stats").text
+        assert "Items judged by two or more reviewers: <b>1</b>" in stats
+        assert "<td>ann / bob</td>" in stats
+        depth = httpx.get(f"{base}/metrics").text
+        assert "guardstream_review_queue_depth 2.0" in depth

@@ -8,7 +8,9 @@ import os
 import shutil
 from pathlib import Path
 
-from guard.events import Decision
+import orjson
+
+from guard.events import Decision, decode_review
 from stream_app.kafka_io import produce
 from stream_app.launchers.console import console_process
 from stream_app.topics import create_topics
@@ -87,3 +89,77 @@ def test_a_reviewer_clears_the_queue_with_the_keyboard_alone(
         "k3": [(Decision.UNSAFE, ("O3",)), (Decision.SAFE, ())],
     }
     assert all(r.reviewer == "bob" and r.signed_by(KEYS["bob"].encode()) for r in got)
+
+
+def test_up_starts_the_console_and_a_reviewer_clears_the_samples_flagged_turns_by_keyboard(
+    tmp_path: Path,
+) -> None:
+    """``guardstream up`` as a newcomer runs it (the shipped model), then the printed
+    sign-in in a browser: every flagged sample turn is decided with the keyboard alone."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from guard.settings import Settings
+    from stream_app.kafka_io import read_all
+    from tests.conftest import ROOT
+    from tests.streaming import up_environment
+
+    env, ports = up_environment(tmp_path, ROOT / "models" / "default")
+    log = (tmp_path / "up.out").open("w+")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "guardstream_cli.main", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        out = ""
+        while "streamed reply leaf" not in out or "streamed reply bomb" not in out:
+            assert up.poll() is None and time.monotonic() < deadline, out[-3000:]
+            time.sleep(1)
+            out = (tmp_path / "up.out").read_text()
+        match = re.search(r"review console: (http://\S+) \(sign in as (\w+), password (\S+)\)", out)
+        assert match, out[-3000:]
+        base, reviewer, password = match.groups()
+        s = Settings(local={"broker_port": ports["broker"]}).for_local_stack()  # type: ignore[arg-type]
+        records = asyncio.run(read_all(s, s.topics.flagged))
+        flagged_ids = {str(orjson.loads(r)["flagged_id"]) for r in records}
+        assert flagged_ids, "the samples include unsafe turns: some are flagged"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            page.goto(base)
+            page.keyboard.type(reviewer)
+            page.keyboard.press("Tab")
+            page.keyboard.type(password)
+            page.keyboard.press("Enter")
+            expect(page.locator("h1")).to_contain_text(f"{len(flagged_ids)} open for you")
+            page.keyboard.press("Enter")
+            item = page.locator("#item")
+            decided = []
+            for _ in range(len(flagged_ids)):
+                expect(item).not_to_have_attribute("data-flagged-id", "")
+                fid = item.get_attribute("data-flagged-id")
+                assert fid in flagged_ids and fid not in decided
+                page.keyboard.press("2")
+                page.keyboard.press("3")  # the policy's first category
+                page.keyboard.press("Enter")
+                expect(item).not_to_have_attribute("data-flagged-id", fid or "")
+                decided.append(fid)
+            expect(page.locator("#empty")).to_be_visible()
+            browser.close()
+        got = [decode_review(r) for r in asyncio.run(read_all(s, s.topics.reviews))]
+        assert {r.flagged_id for r in got} == flagged_ids
+        assert all(r.reviewer == reviewer for r in got)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=120)
+        log.close()
