@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import html
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -31,6 +34,7 @@ from guard.taxonomy import PolicyRegistry
 from review_console import pages
 from review_console.agreement import krippendorff_alpha, pairwise_kappa, throughput
 from review_console.auth import (
+    DUMMY_HASH,
     Account,
     Session,
     check_password,
@@ -64,8 +68,11 @@ class Console:
     session_ttl_s: float = 8 * 3600
     secure_cookies: bool = False
     clock: Callable[[], float] = time.time
-    #: Whether the queue has read what the topics held at start (``/readyz``).
+    #: Whether the queue has read what the topics held at start (``/readyz``), and
+    #: whether it still follows them (``/healthz``: a console that stopped following
+    #: them would serve a stale queue).
     is_ready: Callable[[], bool] = lambda: True
+    is_alive: Callable[[], bool] = lambda: True
     #: reviewer -> the items they decided, latest last (for undo).
     decided: dict[str, list[str]] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -96,10 +103,17 @@ def build_app(console: Console) -> Starlette:
         s = verify(request.cookies.get(COOKIE), c.session_key, c.clock())
         if c.identity_header is None:
             return s if s is not None and s.reviewer in c.accounts else None
-        user = request.headers.get(c.identity_header)
+        user = proxy_user(request)
         if not user or user not in c.accounts:
             return None
         return s if s is not None and s.reviewer == user else None
+
+    def proxy_user(request: Request) -> str | None:
+        """The trusted proxy's header, when it is there exactly once (a proxy that
+        appends to a header the client sent would leave the client's copy first)."""
+        assert c.identity_header is not None
+        values = request.headers.getlist(c.identity_header)
+        return values[0] if len(values) == 1 else None
 
     def with_cookie(response: Response, cookie: str) -> Response:
         response.set_cookie(
@@ -125,7 +139,7 @@ def build_app(console: Console) -> Starlette:
         s = session_of(request)
         if s is not None:
             return s
-        user = request.headers.get(c.identity_header) if c.identity_header else None
+        user = proxy_user(request) if c.identity_header else None
         if user and user in c.accounts:
             cookie, s = issue(user, c.session_key, c.clock(), c.session_ttl_s)
             return with_cookie(RedirectResponse(str(request.url), 303), cookie)
@@ -150,7 +164,9 @@ def build_app(console: Console) -> Starlette:
         form = await request.form()
         user, password = str(form.get("reviewer", "")), str(form.get("password", ""))
         account = c.accounts.get(user)
-        if account is None or not check_password(account.password_hash, password):
+        stored = account.password_hash if account is not None else DUMMY_HASH
+        ok = await run_in_threadpool(check_password, stored, password)  # ~0.1 s of CPU
+        if account is None or not ok:
             log.info("console: failed sign-in")
             return HTMLResponse(pages.login(error="Unknown reviewer or wrong password."), 401)
         cookie, _ = issue(user, c.session_key, c.clock(), c.session_ttl_s)
@@ -254,7 +270,7 @@ def build_app(console: Console) -> Starlette:
                 )
             },
             "policy_categories": categories,
-            "attempt": f"{int(c.clock() * 1000)}",
+            "attempt": secrets.token_urlsafe(12),
             "your_decision": None
             if mine is None
             else {"label": mine.label.value, "categories": list(mine.categories)},
@@ -286,6 +302,8 @@ def build_app(console: Console) -> Starlette:
         item = c.queue.get(request.path_params["fid"], c.accounts[s.reviewer].scope)
         if item is None:
             return JSONResponse({"error": "no such item"}, 404)
+        if not c.queue.may_decide(item, s.reviewer, c.clock()):
+            return JSONResponse({"error": "decided already, or held by other reviewers"}, 409)
         try:
             body = await request.json()
             if isinstance(body, dict) and body.get("reviewer", s.reviewer) != s.reviewer:
@@ -297,6 +315,8 @@ def build_app(console: Console) -> Starlette:
         key = c.signing_keys.get(s.reviewer)
         if key is not None:
             review = review.signed(key)
+        elif c.signing_keys:  # it would close the item here and count nowhere else
+            return JSONResponse({"error": f"no signing key for reviewer {s.reviewer}"}, 403)
         await c.publish(review)  # at least once; the id makes a resend harmless
         c.queue.add_review(review, c.clock())
         stack = c.decided.setdefault(s.reviewer, [])
@@ -324,8 +344,9 @@ def build_app(console: Console) -> Starlette:
         attempt = str(body.get("attempt") or "")[:64]
         if not attempt:
             raise ValueError("attempt is required (the page's token)")
+        decided = orjson.dumps([label.value, sorted(set(cats)), note])
         return ReviewEvent(
-            review_id=review_id(reviewer, item.flagged_id, attempt),
+            review_id=review_id(reviewer, item.flagged_id, attempt, decided),
             flagged_id=item.flagged_id,
             label=label,
             categories=tuple(sorted(set(cats))),
@@ -368,6 +389,8 @@ def build_app(console: Console) -> Starlette:
         return Response(generate_latest(c.registry), media_type="text/plain")
 
     async def healthz(request: Request) -> Response:
+        if not c.is_alive():
+            return JSONResponse({"status": "not following the topics"}, 503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:

@@ -105,11 +105,12 @@ def csrf_ok(session: Session, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(session.csrf.encode(), str(token).encode())
 
 
-def review_id(reviewer: str, flagged_id: str, attempt: str) -> str:
-    """A decision's id, the same when the same submission is sent again (a retry, a
-    double Enter), so that it counts once; ``attempt`` is the token of the page that
-    submitted it."""
-    raw = f"{reviewer}\x00{flagged_id}\x00{attempt}".encode()
+def review_id(reviewer: str, flagged_id: str, attempt: str, decision: bytes) -> str:
+    """A decision's id: the same when the same submission is sent again (a retry, a
+    double Enter), so that it counts once; another when anything decided differs, so a
+    corrected decision is never taken for a resend. ``attempt``: the random token of
+    the page that submitted it; ``decision``: the label, categories and note."""
+    raw = b"\x00".join([reviewer.encode(), flagged_id.encode(), attempt.encode(), decision])
     return "console-" + hashlib.sha256(raw).hexdigest()[:32]
 
 
@@ -123,3 +124,8 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+#: Checked when an account does not exist, so that a wrong name costs what a wrong
+#: password does (no telling which reviewer ids exist by the time an answer takes).
+DUMMY_HASH = hash_password(secrets.token_urlsafe(12))

@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
+from urllib.parse import quote
 
 from review_console.auth import Session
 from review_console.queue import Filters, Item
@@ -94,7 +95,8 @@ def queue(
 ) -> str:
     rows = "".join(
         "<tr>"
-        f'<td><a href="/review?item={_e(i.flagged_id)}">{_e(i.flagged_id[:12])}</a></td>'
+        f'<td><a href="/review?item={_e(quote(i.flagged_id, safe=""))}">'
+        f"{_e(i.flagged_id[:12])}</a></td>"
         f"<td>{_e(i.tenant or '-')}</td><td>{_e(', '.join(i.reasons))}</td>"
         f"<td>{_e(', '.join(i.categories) or '-')}</td><td>{i.p_unsafe:.2f}</td>"
         f"<td>{_e(i.model_version)}</td><td>{_age(now - i.flagged_at)}</td></tr>"
@@ -140,13 +142,16 @@ def _age(seconds: float) -> str:
 
 
 def review(session: Session, query: str) -> str:
+    # "<" escaped: a query holding "</script>" cannot end the script.
+    query_js = json.dumps(query).replace("<", "\\u003c")
     body = (
         '<div id="item"><p>Loading...</p></div>'
         '<p id="status" role="status"></p>'
         '<p class="keys"><kbd>1</kbd> safe · <kbd>2</kbd> unsafe · category keys as shown'
         " · <kbd>N</kbd> note · <kbd>Enter</kbd> submit · <kbd>S</kbd> skip"
         " · <kbd>U</kbd> undo</p>"
-        f"<script>const QUERY = {json.dumps(query)};</script>{REVIEW_JS}"
+        f"<script>const QUERY = {query_js};</script>"
+        f"{REVIEW_JS}"
     )
     return _frame("Review", body, session, csrf=True)
 

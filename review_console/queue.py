@@ -130,11 +130,12 @@ class ReviewQueue:
     review_times: dict[str, float] = field(default_factory=dict)
 
     def add_flagged(self, record: Mapping[str, Any], at: float) -> Item | None:
-        """A flagged record (as decoded JSON) the broker took at ``at``; a record without
-        a flagged id is ignored (the worker writes them; a bad one cannot be reviewed)."""
-        fid = record.get("flagged_id")
-        if not isinstance(fid, str) or not fid:
+        """A flagged record (as decoded JSON) the broker took at ``at``; a record not of
+        the worker's shape is ignored (the worker writes them; a bad one cannot be
+        reviewed, and must not break the queue for the rest)."""
+        if not well_formed(record):
             return None
+        fid = str(record["flagged_id"])
         item = self.items.get(fid)
         if item is None:  # a redelivered record keeps what was decided about it
             item = self.items[fid] = Item(fid, dict(record), at)
@@ -156,6 +157,16 @@ class ReviewQueue:
             return
         item.decisions[review.reviewer] = review
         item.reserved.pop(review.reviewer, None)
+
+    def may_decide(self, item: Item, reviewer: str, now: float) -> bool:
+        """Whether ``reviewer`` may record a decision on ``item`` now: a change of their
+        own decision, or an open item not held by as many others as it still needs."""
+        if reviewer in item.decisions:
+            return True
+        if not item.is_open(self.overlap):
+            return False
+        others = item.holders(now) - {reviewer}
+        return len(others) < max(item.needed(self.overlap) - len(item.decisions), 1)
 
     def available(
         self,
@@ -207,6 +218,8 @@ class ReviewQueue:
                 return item
         first = next(iter(self.available(reviewer, scope, now, filters, order)), None)
         if first is not None:
+            for item in self.items.values():  # one held item per reviewer
+                item.reserved.pop(reviewer, None)
             first.reserved[reviewer] = now + self.hold_s
         return first
 
@@ -230,6 +243,21 @@ class ReviewQueue:
         """Open items, and the age in seconds of the oldest (0 when none)."""
         open_ = self.open_items()
         return len(open_), max((now - i.flagged_at for i in open_), default=0.0)
+
+
+def well_formed(record: Mapping[str, Any]) -> bool:
+    """The shape :class:`Item` and the pages rely on: a flagged id, the turn and the
+    verdict as objects, reasons and context as lists."""
+    fid = record.get("flagged_id")
+    return (
+        isinstance(fid, str)
+        and bool(fid)
+        and isinstance(record.get("turn"), dict)
+        and isinstance(record.get("verdict"), dict)
+        and isinstance(record.get("reasons", []), list)
+        and isinstance(record.get("context", []), list)
+        and all(isinstance(t, dict) for t in record.get("context", []))
+    )
 
 
 def replay(

@@ -44,10 +44,17 @@ def local_account(path: Path, reviewer: str = "reviewer") -> str:
 def make_app(s: Settings) -> Starlette:
     c = s.console
     keys = {r: k.get_secret_value().encode() for r, k in s.review.reviewer_keys.items()}
+    accounts = read_accounts(c.accounts_file)
+    unkeyed = sorted(set(accounts) - set(keys))
+    if keys and unkeyed:
+        raise ValueError(
+            f"reviewers {', '.join(unkeyed)} have accounts but no signing key in"
+            " GUARDSTREAM_REVIEW__REVIEWER_KEYS: their decisions would count nowhere"
+        )
     publisher = Publisher(s)
     console = Console(
         queue=ReviewQueue(overlap=c.overlap, hold_s=c.hold_s),
-        accounts=read_accounts(c.accounts_file),
+        accounts=accounts,
         session_key=(
             c.session_key.get_secret_value().encode() if c.session_key else secrets.token_bytes(32)
         ),
@@ -61,11 +68,14 @@ def make_app(s: Settings) -> Starlette:
     follower = Follower(s, console.queue, keys)
     console.is_ready = follower.caught_up.is_set
     app = build_app(console)
+    state: dict[str, asyncio.Task[None]] = {}
+    console.is_alive = lambda: "task" in state and not state["task"].done()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await publisher.start()
-        task = asyncio.create_task(follower.run())
+        task = state["task"] = asyncio.create_task(follower.run())
+        task.add_done_callback(_log_end)
         try:
             yield
         finally:
@@ -77,6 +87,11 @@ def make_app(s: Settings) -> Starlette:
     app.router.lifespan_context = lifespan
     app.state.follower = follower
     return app
+
+
+def _log_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the console stopped following the topics: %r", task.exception())
 
 
 def serve(s: Settings) -> None:

@@ -215,6 +215,10 @@ def test_behind_a_trusted_proxy_the_identity_header_signs_the_reviewer_in(
         # bob's cookie with another user's header, or no header: not bob.
         as_ann = {"X-Forwarded-User": "ann", "x-csrf-token": csrf.group(1)}
         assert bob.post(url, json=body, headers=as_ann).status_code == 401
+        # The header twice (a client's own copy that a proxy appended to): nobody.
+        twice = [("X-Forwarded-User", "mallory"), ("X-Forwarded-User", "bob")]
+        r = httpx.get(f"{base}/api/next", headers=twice, cookies=bob.cookies)
+        assert r.status_code == 401
         stranger = httpx.Client(base_url=base, headers={"X-Forwarded-User": "mallory"})
         assert stranger.get("/api/next").status_code == 401
         assert stranger.get("/review").status_code == 303
@@ -257,3 +261,28 @@ def test_an_uncertain_turn_goes_to_two_reviewers_and_the_stats_page_shows_their_
         assert "<td>ann / bob</td>" in stats
         depth = httpx.get(f"{base}/metrics").text
         assert "guardstream_review_queue_depth 2.0" in depth
+
+
+def test_a_corrected_decision_counts_and_an_item_held_by_another_reviewer_is_refused(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    s = console_settings(kafka_broker, tmp_path)
+    asyncio.run(create_topics(s))
+    asyncio.run(produce(s, [(None, flagged("c0", "acme"))], topic=s.topics.flagged))
+    base = f"http://{s.console.host}:{s.console.port}"
+    with console_process(s, tmp_path / "console.log"):
+        bob, bob_csrf = sign_in(base, "bob")
+        item = bob.get("/api/next").json()["item"]
+        ann, ann_csrf = sign_in(base, "ann")
+        assert ann.get("/api/next").json()["item"] is None, "held for bob"
+        url = "/api/items/c0/decision"
+        safe = {"label": "safe", "categories": [], "attempt": item["attempt"]}
+        r = ann.post(url, json=safe, headers={"x-csrf-token": ann_csrf})
+        assert r.status_code == 409, "ann cannot decide an item bob holds"
+        first = bob.post(url, json=safe, headers={"x-csrf-token": bob_csrf}).json()
+        # bob corrects himself from the same page: another id, so it is not a resend.
+        unsafe = {**safe, "label": "unsafe", "categories": ["O3"]}
+        second = bob.post(url, json=unsafe, headers={"x-csrf-token": bob_csrf}).json()
+        assert first["review_id"] != second["review_id"]
+    got = reviews(s)
+    assert [(r.label.value, r.categories) for r in got] == [("safe", ()), ("unsafe", ("O3",))]

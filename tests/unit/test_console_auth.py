@@ -56,14 +56,12 @@ def test_csrf_tokens_and_review_ids() -> None:
     assert csrf_ok(session, session.csrf)
     assert not csrf_ok(session, other.csrf) and not csrf_ok(session, None)
     # The same submission sent twice has one id; another reviewer's or page's, another.
-    assert review_id("ann", "f1", "p1") == review_id("ann", "f1", "p1")
-    assert (
-        len(
-            {
-                review_id("ann", "f1", "p1"),
-                review_id("bob", "f1", "p1"),
-                review_id("ann", "f1", "p2"),
-            }
-        )
-        == 3
-    )
+    d = b"unsafe|O3|"
+    assert review_id("ann", "f1", "p1", d) == review_id("ann", "f1", "p1", d)
+    ids = {
+        review_id("ann", "f1", "p1", d),
+        review_id("bob", "f1", "p1", d),
+        review_id("ann", "f1", "p2", d),
+        review_id("ann", "f1", "p1", b"safe||"),  # a corrected decision, same page
+    }
+    assert len(ids) == 4

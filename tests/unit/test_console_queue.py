@@ -171,3 +171,34 @@ def test_pairwise_kappa_and_throughput_per_reviewer() -> None:
         ("ann", 3, 2.0),
         ("bob", 1, None),
     ]
+
+
+def test_a_malformed_flagged_record_is_left_out_and_breaks_nothing() -> None:
+    q = ReviewQueue()
+    bad = [
+        {**flagged("v"), "verdict": None},
+        {**flagged("t"), "turn": "a string"},
+        {**flagged("c"), "context": ["not a turn"]},
+        {**flagged("r"), "reasons": "unsafe"},
+        {"flagged_id": 7},
+    ]
+    for record in bad:
+        assert q.add_flagged(record, 1.0) is None
+    q.add_flagged(flagged("ok"), 2.0)
+    assert [i.flagged_id for i in q.available("ann", "*", 10)] == ["ok"]
+
+
+def test_a_decision_is_taken_on_an_open_item_not_held_by_others_or_to_change_ones_own() -> None:
+    q = queue((flagged("a"), 1.0), (flagged("b"), 2.0), overlap=2)
+    held = q.take("bob", "*", 10)
+    assert held is not None and held.flagged_id == "a"
+    assert not q.may_decide(q.items["a"], "ann", 11), "bob holds it and it needs one reviewer"
+    assert q.may_decide(q.items["a"], "bob", 11)
+    q.add_review(review("a", "bob", "safe"))
+    assert not q.may_decide(q.items["a"], "ann", 11), "closed"
+    assert q.may_decide(q.items["a"], "bob", 11), "bob may change his decision"
+    # Taking another item lets go of the one held before (one held item per reviewer).
+    assert q.take("cy", "*", 12).flagged_id == "b"  # type: ignore[union-attr]
+    assert q.take("cy", "*", 12, Filters(tenant="nobody")) is None
+    assert q.take("cy", "*", 13).flagged_id == "b"  # type: ignore[union-attr]
+    assert q.items["b"].holders(13) == {"cy"}
