@@ -483,6 +483,17 @@ class TrainingSettings(BaseModel):
     validation_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of conversations (by id hash) held out for validation."
     )
+    calibration_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description=(
+            "Share of conversations (by the same hash) kept out of training to hold the"
+            " operating point on the deployment's own reviewed safe turns, beside the"
+            " calibration set; as large as validation, so the operating point is held as"
+            " precisely as the gate checks it (0: the calibration set alone)."
+        ),
+    )
     epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=0, description="Stop after this many steps.")
     batch_size: int = Field(8, ge=1, description="Examples per optimizer step.")
@@ -600,8 +611,9 @@ class TrainingSettings(BaseModel):
         True,
         description=(
             "Retraining an encoder guard: shift the candidate's side heads so that its"
-            " false-positive rate per side on the calibration set is the serving model's"
-            " (its gain is then recall at the same false-positive rate)."
+            " false-positive rate per side is at most the serving model's on the"
+            " calibration set and on the calibration split's safe reviewed turns (its"
+            " gain is then recall at the same false-positive rate)."
         ),
     )
     calibration_data: Path | None = Field(
@@ -623,6 +635,14 @@ class TrainingSettings(BaseModel):
             " made once and kept in `<model repository>/.guardstream/split.key`."
         ),
     )
+
+    @model_validator(mode="after")
+    def _splits_leave_training(self) -> TrainingSettings:
+        if self.validation_fraction + self.calibration_fraction >= 1:
+            raise ValueError(
+                "training.validation_fraction + training.calibration_fraction must be below 1"
+            )
+        return self
 
 
 class LocalSettings(BaseModel):

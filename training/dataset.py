@@ -26,7 +26,7 @@ import os
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -281,12 +281,18 @@ def consensus(decisions: Sequence[ReviewEvent]) -> tuple[Decision, tuple[str, ..
     return label, tuple(majority or sorted(named))
 
 
-def split_of(conversation_id: str, validation_fraction: float, key: bytes) -> str:
-    """``train`` or ``validation``: a keyed hash of the conversation id, stable across runs
-    for one key, and unpredictable to whoever chooses conversation ids without it."""
+def split_of(
+    conversation_id: str, validation_fraction: float, key: bytes, calibration_fraction: float = 0.0
+) -> str:
+    """``train``, ``validation`` or ``calibration``: a keyed hash of the conversation id,
+    stable across runs for one key, and unpredictable to whoever chooses conversation ids
+    without it. The calibration share is cut from what would be train, so a conversation
+    in validation stays there whatever ``calibration_fraction`` is."""
     digest = hmac.new(key, conversation_id.encode(), hashlib.sha256).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64
-    return "validation" if bucket < validation_fraction else "train"
+    if bucket < validation_fraction:
+        return "validation"
+    return "calibration" if bucket < validation_fraction + calibration_fraction else "train"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +301,8 @@ class Snapshot:
     version: str
     train: list[Example]
     validation: list[Example]
+    #: Reviewed rows that neither train nor evaluate: the operating point is held on them.
+    calibration: list[Example] = field(default_factory=list)
 
 
 def write_snapshot(
@@ -303,20 +311,26 @@ def write_snapshot(
     validation_fraction: float,
     split_key: bytes,
     rejected: Sequence[Rejection] = (),
+    calibration_fraction: float = 0.0,
 ) -> Snapshot:
-    """Write ``root/<version>/{train,validation}.jsonl`` + ``manifest.json`` atomically.
+    """Write ``root/<version>/{train,validation,calibration}.jsonl`` + ``manifest.json``
+    atomically.
 
     The version is a hash of the content, so the same data gives the same version.
     """
     ordered = sorted(examples, key=lambda e: e.id)
-    splits: dict[str, list[Example]] = {"train": [], "validation": []}
+    splits: dict[str, list[Example]] = {"train": [], "validation": [], "calibration": []}
     for e in ordered:
-        splits[split_of(e.conversation_id, validation_fraction, split_key)].append(e)
+        name = split_of(e.conversation_id, validation_fraction, split_key, calibration_fraction)
+        splits[name].append(e)
     blobs = {
         name: b"".join(orjson.dumps(e.to_row()) + b"\n" for e in rows)
         for name, rows in splits.items()
     }
-    version = hashlib.sha256(blobs["train"] + b"|" + blobs["validation"]).hexdigest()[:12]
+    parts = [blobs["train"], blobs["validation"]]
+    if splits["calibration"]:  # without one, versions are what they were
+        parts.append(blobs["calibration"])
+    version = hashlib.sha256(b"|".join(parts)).hexdigest()[:12]
     final = root / version
     if not final.exists():
         tmp = root / f".tmp-{version}-{os.getpid()}"
@@ -328,6 +342,7 @@ def write_snapshot(
                 {
                     "version": version,
                     "validation_fraction": validation_fraction,
+                    "calibration_fraction": calibration_fraction,
                     "split": "HMAC-SHA256 of the conversation id (key not recorded)",
                     "counts": {k: len(v) for k, v in splits.items()},
                     "unsafe": {k: sum(e.unsafe for e in v) for k, v in splits.items()},
@@ -337,7 +352,22 @@ def write_snapshot(
             )
         )
         os.replace(tmp, final)
-    return Snapshot(final, version, splits["train"], splits["validation"])
+    return Snapshot(final, version, splits["train"], splits["validation"], splits["calibration"])
+
+
+def calibration_rows(
+    calibration: Sequence[Example], min_rows: int
+) -> tuple[list[Example], list[Example]]:
+    """The calibration split as used: (the reviewed rows of each side with at least
+    ``min_rows`` safe reviewed rows, which hold the operating point; the rest, which
+    train: seed rows, which are not the deployment's traffic, and the rows of a side
+    with too few to hold anything)."""
+    reviewed = [e for e in calibration if e.source in ("review", "audit")]
+    safe = Counter(e.side for e in reviewed if not e.unsafe)
+    enough = {side for side, n in safe.items() if n >= min_rows}
+    held = [e for e in reviewed if e.side in enough]
+    taken = {id(e) for e in held}
+    return held, [e for e in calibration if id(e) not in taken]
 
 
 def split_key(configured: bytes | None, key_file: Path) -> bytes:

@@ -17,9 +17,10 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -345,11 +346,18 @@ def hold_operating_point(
     policies: PolicyRegistry,
     config: ServiceConfig | None = None,
     scorer: ScorerConfig | None = None,
-) -> dict[str, dict[str, float | int]]:
+    reviewed: Sequence[Example] = (),
+    min_reviewed: int = 30,
+) -> dict[str, dict[str, Any]]:
     """Shift the bias of the candidate's side heads (``candidate`` is changed in place)
     so that, per side, its false-positive rate on the ``safe`` rows is as close to the
     ``serving`` model's as it can be without exceeding it: what it gains is then recall
     at the same false-positive rate, not a moved threshold.
+
+    ``reviewed``: safe turns of the deployment's own traffic (reviewed, kept out of
+    training and validation). A side with at least ``min_reviewed`` of them is held on
+    them too: its shift is the lower of the two, so that the candidate exceeds the
+    serving model's false-positive rate on neither set.
 
     Verdicts are the served ones (``config``: windows for long turns, each model at its
     own threshold and window threshold), so one number per row decides: its margin,
@@ -358,40 +366,78 @@ def hold_operating_point(
     shift is >= 0. The cut falls midway between two distinct candidate margins (rows
     with equal margins, such as repeated texts, stay on one side); when the serving
     model flags none, the candidate's highest safe row keeps the serving model's
-    distance below the bar. Returns, per side, the rows, both rates and the shift
+    distance below the bar. Returns, per side, each set's rows and rates and the shift
     (also recorded in the candidate's manifest, ``operating_point``)."""
     guard = EncoderHeadGuard.load(candidate, scorer)
     service_cfg = config or ServiceConfig(Path("."), ScorerConfig(), canary=False)
-    serving_margins, kept = _served_margins(serving, serving.heads, safe, policies, service_cfg)
-    candidate_margins, _ = _served_margins(guard, guard.heads, kept, policies, service_cfg)
+    sets = {"calibration": safe, "reviewed": reviewed}
+    margins: dict[str, tuple[np.ndarray, np.ndarray, list[Example]]] = {}
+    for name, rows in sets.items():
+        if not rows:
+            margins[name] = (np.zeros(0), np.zeros(0), [])
+            continue
+        served, kept = _served_margins(serving, serving.heads, rows, policies, service_cfg)
+        cand, _ = _served_margins(guard, guard.heads, kept, policies, service_cfg)
+        margins[name] = (served, cand, kept)
     heads = {Role.USER: guard.heads.prompt, Role.AGENT: guard.heads.response}
-    report: dict[str, dict[str, float | int]] = {}
+    report: dict[str, dict[str, Any]] = {}
     for side in (Role.USER, Role.AGENT):
-        idx = np.array([e.side is side for e in kept], bool)
-        if not idx.any():
+        on_side: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, (served, cand, kept) in margins.items():
+            idx = np.array([e.side is side for e in kept], bool)
+            on_side[name] = (served[idx], cand[idx])
+        held = held_shift(on_side, {"reviewed": min_reviewed})
+        if held is None:
             log.warning("operating point: no calibration rows on the %s side", side.value)
             continue
-        served, margins = serving_margins[idx], candidate_margins[idx]
-        allowed = int((served >= 0).sum())
-        shift = _shift_for(margins, allowed, float(served.max()))
-        heads[side] = _shifted(heads[side], shift)
-        report[side.value] = {
-            "rows": int(idx.sum()),
-            "serving_fpr": allowed / int(idx.sum()),
-            "candidate_fpr_before": float((margins >= 0).mean()),
-            "candidate_fpr": float((margins + shift >= 0).mean()),
-            "shift": shift,
-        }
+        heads[side] = _shifted(heads[side], held["shift"])
+        report[side.value] = held
     manifest = read_manifest(candidate)
     new = Heads(heads[Role.USER], heads[Role.AGENT], guard.heads.categories, guard.heads.codes)
     new.save(candidate / str(manifest.get("heads", "heads.npz")))
     manifest["operating_point"] = {
-        "left_out": len(safe) - len(kept),
+        "left_out": sum(len(rows) - len(margins[n][2]) for n, rows in sets.items()),
         "sides_without_rows": [s.value for s in Role if s.value not in report],
         **report,
     }
     (candidate / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return report
+
+
+def held_shift(
+    sets: Mapping[str, tuple[np.ndarray, np.ndarray]], min_rows: Mapping[str, int]
+) -> dict[str, Any] | None:
+    """One side's shift: ``sets`` maps a set's name to the (serving, candidate) margins of
+    its safe rows; the first set is required (None without rows), another counts when it
+    has at least ``min_rows[name]`` rows (default 1). The shift is the lowest of the
+    sets' shifts, so the candidate flags no more of any counted set than the serving
+    model does. Returns the shift, the set that set it, and per counted set its rows and
+    false-positive rates (serving, candidate before and after the shift)."""
+    first = next(iter(sets), None)
+    shifts: dict[str, float] = {}
+    for name, (served, cand) in sets.items():
+        if len(served) and len(served) >= min_rows.get(name, 1):
+            shifts[name] = _shift_for(cand, int((served >= 0).sum()), float(served.max()))
+        elif len(served):
+            log.info(
+                "operating point: %d %s rows (< %d): not held on them",
+                len(served),
+                name,
+                min_rows.get(name, 1),
+            )
+    if first not in shifts:
+        return None
+    shift = min(shifts.values())
+    held: dict[str, Any] = {"shift": shift, "set_by": min(shifts, key=shifts.__getitem__)}
+    for name in shifts:
+        served, cand = sets[name]
+        held[name] = {
+            "rows": len(served),
+            "serving_fpr": float((served >= 0).mean()),
+            "candidate_fpr_before": float((cand >= 0).mean()),
+            "candidate_fpr": float((cand + shift >= 0).mean()),
+        }
+    return held
 
 
 def _logit(p: float) -> float:

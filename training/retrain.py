@@ -26,6 +26,7 @@ from training import promote
 from training.dataset import (
     Example,
     Rejection,
+    calibration_rows,
     join_reviews,
     read_rows,
     split_key,
@@ -128,12 +129,20 @@ def retrain(
         )
     configured = t.split_key.get_secret_value().encode() if t.split_key else None
     key = split_key(configured, s.local.model_repository / ".guardstream" / "split.key")
-    snap = write_snapshot(t.work_dir / "datasets", examples, t.validation_fraction, key, rejected)
+    snap = write_snapshot(
+        t.work_dir / "datasets",
+        examples,
+        t.validation_fraction,
+        key,
+        rejected,
+        t.calibration_fraction,
+    )
     log.info(
-        "dataset %s: %d train, %d validation (%d reviewed)",
+        "dataset %s: %d train, %d validation, %d calibration (%d reviewed)",
         snap.version,
         len(snap.train),
         len(snap.validation),
+        len(snap.calibration),
         len(reviewed),
     )
     if (
@@ -162,6 +171,25 @@ def retrain(
     run_dir = t.work_dir / "runs" / f"{snap.version}-v{serving_v}"
     lineage = {"base": str(base), "serving_version": serving_v, "dataset": snap.version}
     manifest = read_manifest(base)
+    # The calibration split's safe reviewed rows hold the operating point on the sides
+    # where they are enough; everything else in it trains (its unsafe rows, seed rows,
+    # and all of it where no operating point is held: only encoder guards are shifted).
+    holds = (
+        t.hold_operating_point
+        and manifest["kind"] == "encoder-head"
+        and read_manifest(serving_ckpt)["kind"] == "encoder-head"
+    )
+    held_on, spare = calibration_rows(snap.calibration, t.gate_min_rows)
+    if not holds:
+        held_on, spare = [], snap.calibration
+    train = snap.train + spare + [e for e in held_on if e.unsafe]
+    held_on = [e for e in held_on if not e.unsafe]
+    if snap.calibration:
+        log.info(
+            "calibration split: %d safe rows hold the operating point, %d train",
+            len(held_on),
+            len(snap.calibration) - len(held_on),
+        )
     if (
         manifest["kind"] == "encoder-head"
         and t.encoder_update == "adapter"
@@ -172,7 +200,7 @@ def retrain(
             raise ValueError(f"{t.replay_data or REPLAY_SET}: unreadable rows {unreadable[:3]}")
         candidate_ckpt = retrain_adapter_and_heads(
             base,
-            snap.train,
+            train,
             replay,
             policies,
             run_dir,
@@ -190,12 +218,12 @@ def retrain(
         if t.encoder_update == "adapter":
             log.warning("%s has no adapter to continue: retraining its heads alone", base)
         candidate_ckpt = retrain_heads(
-            base, snap.train, policies, run_dir, HeadUpdate(pull=t.head_pull), lineage
+            base, train, policies, run_dir, HeadUpdate(pull=t.head_pull), lineage
         )
     else:
         candidate_ckpt = finetune(
             base,
-            snap.train,
+            train,
             policies,
             run_dir,
             FinetuneConfig(
@@ -214,11 +242,7 @@ def retrain(
         )
     serv_guard = load_guard(serving_ckpt, scorer)
     served_as = ServiceConfig.for_evaluation(params)  # windows etc. as Triton's model
-    if (
-        t.hold_operating_point
-        and manifest["kind"] == "encoder-head"
-        and isinstance(serv_guard, EncoderHeadGuard)
-    ):
+    if holds and isinstance(serv_guard, EncoderHeadGuard):
         path = t.calibration_data or CALIBRATION_SET
         calibration, unreadable = read_rows(path, policies)
         if unreadable:
@@ -230,8 +254,10 @@ def retrain(
             policies,
             served_as,
             scorer,
+            reviewed=held_on,
+            min_reviewed=t.gate_min_rows,
         )
-        log.info("operating point held on %s: %s", path, held)
+        log.info("operating point held on %s and the calibration split: %s", path, held)
     elif t.hold_operating_point:
         log.warning(
             "operating point not held: only encoder guards are shifted (base %s, serving %s)",

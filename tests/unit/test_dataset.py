@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import orjson
@@ -5,7 +6,14 @@ import orjson
 from guard.conversation import Role, Turn
 from guard.events import Decision, ReviewEvent
 from guard.taxonomy import PolicyRegistry
-from training.dataset import Example, join_reviews, read_rows, split_of, write_snapshot
+from training.dataset import (
+    Example,
+    calibration_rows,
+    join_reviews,
+    read_rows,
+    split_of,
+    write_snapshot,
+)
 
 
 def flagged(
@@ -152,6 +160,36 @@ def test_split_is_stable_by_conversation_and_roughly_the_fraction() -> None:
     assert sum(a != b for a, b in zip(first, other, strict=True)) > 400
 
 
+def test_the_calibration_split_is_cut_from_training_and_leaves_validation_alone() -> None:
+    ids = [f"conv-{i}" for i in range(2000)]
+    two = [split_of(c, 0.2, KEY) for c in ids]
+    three = [split_of(c, 0.2, KEY, calibration_fraction=0.15) for c in ids]
+    for a, b in zip(two, three, strict=True):
+        assert (a == "validation") == (b == "validation")
+    assert 0.12 < three.count("calibration") / len(ids) < 0.18
+
+
+def test_a_side_with_too_few_safe_calibration_rows_trains_instead() -> None:
+    def row(i: int, side: Role, unsafe: bool) -> Example:
+        turns = (
+            (Turn(Role.USER, "q"), Turn(Role.AGENT, "a"))
+            if side is Role.AGENT
+            else (Turn(Role.USER, "q"),)
+        )
+        return Example(f"{side.value}-{i}", f"c{i}", turns, unsafe, ("O1",) if unsafe else ())
+
+    agent = [row(i, Role.AGENT, i % 4 == 0) for i in range(40)]  # 30 safe
+    user = [row(i, Role.USER, i % 2 == 0) for i in range(40)]  # 20 safe
+    held, spare = calibration_rows(agent + user, 30)
+    assert held == agent and spare == user
+    held, spare = calibration_rows(agent + user, 31)
+    assert held == [] and spare == agent + user
+    # Seed rows are not the deployment's traffic: they train, and do not count.
+    seed = [dataclasses.replace(e, source="seed") for e in agent]
+    held, spare = calibration_rows(seed + agent[:35], 30)
+    assert held == [] and len(spare) == 75
+
+
 def test_reviewers_who_disagree_wait_for_a_further_review() -> None:
     flagged_turns = [flagged("f1"), flagged("f2"), flagged("f3")]
     at = "2026-11-28T10:00:00Z"
@@ -216,6 +254,16 @@ def test_snapshot_is_versioned_by_content_and_keeps_conversations_together(tmp_p
     assert bad == [] and [r.id for r in rows] == [e.id for e in a.train]
     c = write_snapshot(tmp_path, ex[:-1], 0.3, KEY)
     assert c.version != a.version
+    # A calibration split: its own file, no conversation shared, a version of its own.
+    d = write_snapshot(tmp_path, ex, 0.3, KEY, calibration_fraction=0.3)
+    assert d.calibration and d.version != a.version
+    assert not {e.conversation_id for e in d.calibration} & (
+        {e.conversation_id for e in d.train} | {e.conversation_id for e in d.validation}
+    )
+    assert [e.id for e in d.validation] == [e.id for e in a.validation]
+    rows, bad = read_rows(d.path / "calibration.jsonl", PolicyRegistry())
+    assert bad == [] and [r.id for r in rows] == [e.id for e in d.calibration]
+    assert a.calibration == [] and (a.path / "calibration.jsonl").read_bytes() == b""
 
 
 def test_seed_rows_that_cannot_be_read_are_listed(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from training.encoder_retrain import (
     HeadUpdate,
     _shift_for,
     _side_weights,
+    held_shift,
     hold_operating_point,
     retrain_adapter_and_heads,
     retrain_heads,
@@ -347,9 +348,40 @@ def test_holding_the_operating_point_gives_the_candidate_the_serving_false_posit
         assert report[side.value]["shift"] < -1.0
         # As close as it can be without exceeding it (ties may keep it a little under).
         assert fpr(DEFAULT, side) - 0.02 <= fpr(candidate, side) <= fpr(DEFAULT, side)
-        assert report[side.value]["candidate_fpr"] == pytest.approx(fpr(candidate, side))
+        held = report[side.value]["calibration"]
+        assert held["candidate_fpr"] == pytest.approx(fpr(candidate, side))
     manifest = json.loads((candidate / MANIFEST).read_text())
-    assert manifest["operating_point"]["user"]["rows"] == sum(e.side is Role.USER for e in safe)
+    on_user = manifest["operating_point"]["user"]
+    assert on_user["calibration"]["rows"] == sum(e.side is Role.USER for e in safe)
+    assert on_user["set_by"] == "calibration"  # no reviewed rows were given
+
+
+def test_the_operating_point_is_held_on_whichever_safe_set_the_candidate_would_flag_more_of() -> (
+    None
+):
+    """A candidate that keeps the serving false-positive rate on the calibration set but
+    flags more of the deployment's own reviewed safe turns (refusals, say) is shifted
+    until it flags no more of either; too few reviewed rows are not counted."""
+    served_cal = np.linspace(-3.0, 1.0, 100)  # the serving model flags 25 of 100
+    cal = (served_cal, served_cal.copy())  # the candidate ranks them alike
+    served_rev = np.linspace(-4.0, 0.5, 40)  # it flags 5 of 40 reviewed safe turns
+    cand_rev = served_rev + 1.5  # the candidate flags 18 of them
+    held = held_shift({"calibration": cal, "reviewed": (served_rev, cand_rev)}, {"reviewed": 30})
+    assert held is not None and held["set_by"] == "reviewed"
+    assert (cand_rev + held["shift"] >= 0).sum() <= (served_rev >= 0).sum()
+    assert held["reviewed"]["candidate_fpr_before"] == pytest.approx(18 / 40)
+    assert held["reviewed"]["candidate_fpr"] <= held["reviewed"]["serving_fpr"] == 5 / 40
+    assert held["calibration"]["candidate_fpr"] <= held["calibration"]["serving_fpr"]
+    # Where the calibration set binds harder, it sets the shift.
+    lenient = (served_rev, served_rev - 1.0)
+    held = held_shift({"calibration": cal, "reviewed": lenient}, {"reviewed": 30})
+    assert held is not None and held["set_by"] == "calibration"
+    # 20 reviewed rows (< 30) do not count; without calibration rows there is no shift.
+    few = (served_rev[:20], cand_rev[:20] + 5.0)
+    held = held_shift({"calibration": cal, "reviewed": few}, {"reviewed": 30})
+    assert held is not None and "reviewed" not in held and held["set_by"] == "calibration"
+    empty = (np.zeros(0), np.zeros(0))
+    assert held_shift({"calibration": empty, "reviewed": (served_rev, cand_rev)}, {}) is None
 
 
 def test_the_shift_never_flags_more_than_the_serving_model_and_splits_no_tie() -> None:
