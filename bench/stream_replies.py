@@ -288,6 +288,7 @@ def run_stream_bench(
         "model": model.description,
         "window_tokens": st.window_tokens,
         "overlap_tokens": st.overlap_tokens,
+        "release_lag_windows": st.release_lag_windows,
         "rate_tokens_per_s": rate,
         "chunk_tokens": chunk_tokens,
         "concurrent_replies": concurrency,
@@ -332,7 +333,8 @@ def format_stream_report(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"streamed replies ({r['model']}; windows of {window} tokens, overlap"
-            f" {r['overlap_tokens']}; {r['rate_tokens_per_s']:g} tokens/s):",
+            f" {r['overlap_tokens']}, release lag {r.get('release_lag_windows', 0)} windows;"
+            f" {r['rate_tokens_per_s']:g} tokens/s):",
             f"  unsafe replies stopped: {u['unsafe_stopped_share']:.2f}"
             f" ({u['stopped']} of {u['unsafe_replies']})",
             f"  unsafe replies where harm reached the user: {u['unsafe_any_harm_shown_share']:.2f}"

@@ -16,7 +16,10 @@ small state object that the worker drives:
 * :func:`releasable`: in hold-back mode, what the user may see. A token is released
   only once every window that holds it has been judged safe, so a harmful sentence
   that straddles two windows is never half shown: after window ``k`` the release
-  stops where window ``k + 1`` starts.
+  stops where window ``k + 1`` starts. With a lag of ``n`` windows it stops where
+  window ``k + 1 - n`` starts: text is shown only once the ``n`` windows after it
+  are judged safe too, so harm that a benign start (a refusal, padding) outweighs in
+  its own window is stopped before it is shown when it goes on into the next one.
 """
 
 from __future__ import annotations
@@ -83,17 +86,24 @@ def plan_windows(text: str, final: bool, window: int, overlap: int, judged: int)
     return out
 
 
-def releasable(text: str, final: bool, window: int, overlap: int, safe_windows: int) -> int:
+def releasable(
+    text: str, final: bool, window: int, overlap: int, safe_windows: int, lag: int = 0
+) -> int:
     """How many characters of ``text`` the user may see once the first
     ``safe_windows`` windows are judged safe (hold-back mode): up to where the next
-    window starts, or everything once the reply is final and its last window safe."""
-    if safe_windows <= 0:
-        return 0
+    window starts, or everything once the reply is final and its last window safe.
+
+    ``lag``: the last ``lag`` safe windows release nothing yet; a window's text waits
+    until the ``lag`` windows after it are judged safe too (the final reply's verdict
+    releases it all)."""
     spans = tokens(text)
     step = window - overlap
     windows_needed = len(plan_windows(text, True, window, overlap, 0)) if final else None
     if final and windows_needed is not None and safe_windows >= windows_needed:
         return len(text)
+    safe_windows -= lag
+    if safe_windows <= 0:
+        return 0
     next_first = safe_windows * step
     if next_first >= len(spans):
         return spans[-1][1] if spans else 0

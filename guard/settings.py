@@ -223,6 +223,17 @@ class StreamSettings(BaseModel):
             " cut by a window's end is judged whole in the next."
         ),
     )
+    release_lag_windows: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description=(
+            "Hold-back: a window's text is released only once this many windows after it"
+            " are judged safe too (or the whole reply), so harm that a benign start (a"
+            " refusal, padding) outweighs in its own window is caught where it goes on;"
+            " each window adds about its length in generation time to what is shown."
+        ),
+    )
     idle_s: float = Field(
         60.0,
         gt=0,

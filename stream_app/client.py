@@ -13,10 +13,11 @@ topics and follows its verdict topics, matching each verdict to what asked for i
 
 Modes of a reply guard:
 
-* ``hold_back`` (default): text is shown only after every window that holds it was
-  judged safe, and the end of the reply only after the whole reply was: nothing is
-  shown that the model has not judged, at the cost of about one window of delay
-  (what the model misses is shown; docs/performance.md measures how often).
+* ``hold_back`` (default): text is shown only after every window that holds it, and
+  the next one (the worker's release lag), was judged safe, and the end of the reply
+  only after the whole reply was: nothing is shown that the model has not judged, at
+  the cost of about two windows of delay (what the model misses is shown;
+  docs/performance.md measures how often).
 * ``low_latency``: text is shown at once; a stop verdict raises :class:`ReplyStopped`
   on the next call (and sets :attr:`ReplyGuard.stopped`), and the application retracts
   what it showed.

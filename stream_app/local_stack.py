@@ -199,9 +199,7 @@ def review_console(s: Settings) -> Iterator[ManagedProcess]:
 
     accounts = s.local.data_dir / "console" / "accounts.json"
     password = local_account(accounts)
-    s = s.model_copy(
-        update={"console": s.console.model_copy(update={"accounts_file": accounts})}
-    )
+    s = s.model_copy(update={"console": s.console.model_copy(update={"accounts_file": accounts})})
     with console_process(s, s.local.data_dir / "console.log") as proc:
         print(
             f"review console: http://{s.console.host}:{s.console.port}/"

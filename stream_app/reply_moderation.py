@@ -389,7 +389,14 @@ class ReplyModerator:
                 return
             stream.judged += 1
             if not complete:
-                shown = releasable(text, False, st.window_tokens, st.overlap_tokens, stream.judged)
+                shown = releasable(
+                    text,
+                    False,
+                    st.window_tokens,
+                    st.overlap_tokens,
+                    stream.judged,
+                    st.release_lag_windows,
+                )
                 stream.released = max(stream.released, shown)
             verdict = window_verdict(
                 stream, w.index, (w.start, w.end), basis, result, stream.released

@@ -75,8 +75,24 @@ def test_hold_back_releases_only_tokens_every_window_of_which_was_judged_safe() 
         # no released token lies in a window not yet judged
         if w.index >= 1:
             assert spans[w.first][0] >= cut
+    # With a lag, the text of a window waits for the windows after it.
+    longer = words(30) + " "
+    starts = [
+        spans_[w.first][0]
+        for spans_ in [tokens(longer)]
+        for w in plan_windows(longer, False, window, overlap, 0)
+    ]
+    for judged in range(1, len(starts)):
+        assert releasable(longer, False, window, overlap, judged, lag=1) == starts[judged - 1]
+        assert releasable(longer, False, window, overlap, judged, lag=2) == (
+            starts[judged - 2] if judged >= 2 else 0
+        )
+    assert releasable(longer, False, window, overlap, 1, lag=1) == 0
     final = words(12)
     n_windows = len(plan_windows(final, True, window, overlap, 0))
+    # Once the reply is final and every window judged safe, all of it, whatever the lag
+    # (the worker releases that with the whole reply's final verdict).
+    assert releasable(final, True, window, overlap, n_windows, lag=2) == len(final)
     assert releasable(final, True, window, overlap, n_windows) == len(final)
     assert releasable(final, True, window, overlap, n_windows - 1) < len(final)
 

@@ -320,6 +320,7 @@ GUARDSTREAM_TOPICS__MIN_INSYNC_REPLICAS: {{ . | quote }}
 GUARDSTREAM_WORKER__BATCH_SIZE: {{ .Values.worker.batchSize | int | quote }}
 GUARDSTREAM_STREAMS__WINDOW_TOKENS: {{ .Values.streams.windowTokens | int | quote }}
 GUARDSTREAM_STREAMS__OVERLAP_TOKENS: {{ .Values.streams.overlapTokens | int | quote }}
+GUARDSTREAM_STREAMS__RELEASE_LAG_WINDOWS: {{ .Values.streams.releaseLagWindows | int | quote }}
 GUARDSTREAM_STREAMS__IDLE_S: {{ .Values.streams.idleS | toString | quote }}
 GUARDSTREAM_STREAMS__MAX_STREAMS: {{ .Values.streams.maxStreams | int | quote }}
 GUARDSTREAM_WORKER__BATCH_WINDOW_S: {{ .Values.worker.batchWindowS | toString | quote }}
