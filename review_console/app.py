@@ -13,7 +13,6 @@ same-origin request.
 
 from __future__ import annotations
 
-import html
 import logging
 import secrets
 import time
@@ -29,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from guard.errors import InvalidInput
 from guard.events import Decision, ReviewEvent, now_rfc3339
 from guard.taxonomy import PolicyRegistry
 from review_console import pages
@@ -238,12 +238,6 @@ def build_app(console: Console) -> Starlette:
     def item_json(item: Item, s: Session) -> dict[str, Any]:
         record = item.record
         verdict = item.verdict
-        policy_id = str(verdict.get("policy_id", ""))
-        try:
-            policy = c.policies.get(policy_id)
-            categories = [{"code": x.code, "name": x.name} for x in policy.categories]
-        except Exception:  # an unknown policy: the reviewer sees it, cannot pick codes
-            categories = []
         mine = item.decisions.get(s.reviewer)
         return {
             "flagged_id": item.flagged_id,
@@ -269,7 +263,7 @@ def build_app(console: Console) -> Starlette:
                     "decided_at",
                 )
             },
-            "policy_categories": categories,
+            "policy_categories": item_categories(item),
             "attempt": secrets.token_urlsafe(12),
             "your_decision": None
             if mine is None
@@ -356,9 +350,11 @@ def build_app(console: Console) -> Starlette:
         )
 
     def item_categories(item: Item) -> list[dict[str, str]]:
+        """The categories of the item's policy; none for an unknown policy (the reviewer
+        sees the item and cannot pick codes)."""
         try:
             policy = c.policies.get(str(item.verdict.get("policy_id", "")))
-        except Exception:
+        except InvalidInput:
             return []
         return [{"code": x.code, "name": x.name} for x in policy.categories]
 
@@ -415,7 +411,3 @@ def build_app(console: Console) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
         ]
     )
-
-
-def escape(text: object) -> str:
-    return html.escape(str(text), quote=True)

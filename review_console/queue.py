@@ -14,7 +14,7 @@ Reviewers see only the tenants their account covers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,6 +86,14 @@ class Item:
 
     def holders(self, now: float) -> set[str]:
         return {r for r, until in self.reserved.items() if until > now}
+
+    def has_room(self, reviewer: str, now: float, overlap: int) -> bool:
+        """Open, and not held by as many reviewers other than ``reviewer`` as it still
+        needs (at least one more while it is open)."""
+        if not self.is_open(overlap):
+            return False
+        others = self.holders(now) - {reviewer}
+        return len(others) < max(self.needed(overlap) - len(self.decisions), 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +169,7 @@ class ReviewQueue:
     def may_decide(self, item: Item, reviewer: str, now: float) -> bool:
         """Whether ``reviewer`` may record a decision on ``item`` now: a change of their
         own decision, or an open item not held by as many others as it still needs."""
-        if reviewer in item.decisions:
-            return True
-        if not item.is_open(self.overlap):
-            return False
-        others = item.holders(now) - {reviewer}
-        return len(others) < max(item.needed(self.overlap) - len(item.decisions), 1)
+        return reviewer in item.decisions or item.has_room(reviewer, now, self.overlap)
 
     def available(
         self,
@@ -182,15 +185,10 @@ class ReviewQueue:
         for item in self.items.values():
             if not (in_scope(scope, item.tenant) and filters.match(item)):
                 continue
-            if reviewer in item.decisions or not item.is_open(self.overlap):
+            if reviewer in item.decisions or item.skipped.get(reviewer, 0.0) > now:
                 continue
-            if item.skipped.get(reviewer, 0.0) > now:
-                continue
-            others = item.holders(now) - {reviewer}
-            still = max(item.needed(self.overlap) - len(item.decisions), 1)
-            if len(others) >= still:
-                continue
-            out.append(item)
+            if item.has_room(reviewer, now, self.overlap):
+                out.append(item)
         if order == "risk":
             out.sort(key=lambda i: (-i.p_unsafe, i.flagged_at, i.flagged_id))
         else:
@@ -258,16 +256,3 @@ def well_formed(record: Mapping[str, Any]) -> bool:
         and isinstance(record.get("context", []), list)
         and all(isinstance(t, dict) for t in record.get("context", []))
     )
-
-
-def replay(
-    queue: ReviewQueue,
-    flagged: Iterable[tuple[Mapping[str, Any], float]],
-    reviews: Iterable[ReviewEvent],
-) -> ReviewQueue:
-    """``queue`` fed the flagged records (with their broker times), then the reviews."""
-    for record, at in flagged:
-        queue.add_flagged(record, at)
-    for review in reviews:
-        queue.add_review(review)
-    return queue
