@@ -102,6 +102,7 @@ def test_up_starts_the_console_and_a_reviewer_clears_the_samples_flagged_turns_b
     import sys
     import time
 
+    import httpx
     from playwright.sync_api import expect, sync_playwright
 
     from guard.settings import Settings
@@ -130,8 +131,19 @@ def test_up_starts_the_console_and_a_reviewer_clears_the_samples_flagged_turns_b
         assert match, out[-3000:]
         base, reviewer, password = match.groups()
         s = Settings(local={"broker_port": ports["broker"]}).for_local_stack()  # type: ignore[arg-type]
-        records = asyncio.run(read_all(s, s.topics.flagged))
-        flagged_ids = {str(orjson.loads(r)["flagged_id"]) for r in records}
+        # The last flagged record (the stopped reply's) may land just after the line
+        # that reports the stop, and the console reads the topic as it grows: wait
+        # until the console holds every flagged record the topic holds.
+        while True:
+            records = asyncio.run(read_all(s, s.topics.flagged))
+            flagged_ids = {str(orjson.loads(r)["flagged_id"]) for r in records}
+            depth = re.search(
+                r"^guardstream_review_queue_depth (\d+)", httpx.get(f"{base}metrics").text, re.M
+            )
+            if depth and int(depth.group(1)) == len(flagged_ids):
+                break
+            assert time.monotonic() < deadline, (depth, len(flagged_ids))
+            time.sleep(1)
         assert flagged_ids, "the samples include unsafe turns: some are flagged"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
