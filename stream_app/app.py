@@ -12,6 +12,9 @@ from stream_app.kafka_config import faust_broker
 def create_app(s: Settings) -> faust.App:
     urls, credentials = faust_broker(s.kafka)
     install_idle_fetch_backoff(s.kafka.idle_fetch_backoff_ms)
+    # faust makes its data dir but not the dirs above it (var/ in a fresh clone when
+    # the local stack keeps its own state elsewhere).
+    s.worker.data_dir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         s.worker.app_id,
         broker=urls,
