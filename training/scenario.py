@@ -11,7 +11,8 @@
    human-labelled harmful or refusal; the shipped model never trained on it): the
    shipped model misses most harmful ones. Conversations are split in halves by a hash
    of their id (GPTFuzz: by question); one half is traffic, the other is held out, so
-   the held-out slice asks questions no review has seen.
+   the held-out slice asks questions no review has seen. Each turn of the traffic is
+   sent in a chat of its own (:func:`chat_id`), as different users' chats are.
 3. Twice, each time on a reviews topic of its own: a scripted reviewer labels every
    flagged turn (unsafe, uncertain, audit...) and signs each review with its key, and
    ``guardstream retrain`` runs as the CronJob runs it (signed reviews only, the gate
@@ -122,8 +123,18 @@ def scenario_settings(out: Path) -> Settings:
     ).for_local_stack()
 
 
+def chat_id(row: dict[str, Any]) -> str:
+    """The conversation id a row's turn is sent under: one chat per row, as in real
+    traffic, where many users ask the same question in chats of their own. (A source's
+    own conversation id can be its question, GPTFuzz's is: every reply to one question
+    would then be one conversation, and the reviews' split, which keeps a conversation
+    whole, would put about ten questions in each of validation and calibration.)"""
+    return f"{row['conversation_id']}/{row['id']}"
+
+
 def _turns(rows: list[dict[str, Any]]) -> list[ChatTurn]:
-    """Each row's last turn as a chat-turn event, its earlier turns as the context."""
+    """Each row's last turn as a chat-turn event (in a chat of its own, :func:`chat_id`),
+    its earlier turns as the context."""
     out = []
     for r in rows:
         *earlier, last = r["conversation"]
@@ -131,7 +142,7 @@ def _turns(rows: list[dict[str, Any]]) -> list[ChatTurn]:
         out.append(
             ChatTurn(
                 r["id"],
-                r["conversation_id"],
+                chat_id(r),
                 len(context),
                 Role(last["role"]),
                 last["content"],

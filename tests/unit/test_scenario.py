@@ -16,6 +16,8 @@ from training.scenario import (
     KEY,
     REVIEWER,
     _reviews,
+    _turns,
+    chat_id,
     gain_per_1000_reviews,
     split_rows,
 )
@@ -31,6 +33,31 @@ def test_traffic_and_held_out_slice_never_share_a_conversation() -> None:
     assert len(traffic) == 500 and len(held) == HELD_OUT
     assert not {r["conversation_id"] for r in traffic} & {r["conversation_id"] for r in held}
     assert split_rows(rows, 500) == (traffic, held)  # the same every run
+
+
+def test_each_reply_is_sent_in_a_chat_of_its_own() -> None:
+    """Replies to one question are different users' chats: the reviews' split (which keeps
+    a conversation whole) spreads them over train, validation and calibration, instead
+    of putting each question's replies all in one."""
+    rows = [
+        {
+            "id": f"r{i}",
+            "conversation_id": "q7",
+            "conversation": [
+                {"role": "user", "content": "the question"},
+                {"role": "agent", "content": f"reply {i}"},
+            ],
+        }
+        for i in range(3)
+    ]
+    turns = _turns(rows)
+    assert [t.conversation_id for t in turns] == [chat_id(r) for r in rows]
+    assert len({t.conversation_id for t in turns}) == 3
+    assert all(t.conversation_id.startswith("q7/") for t in turns)  # the source's id kept
+    assert [t.event_id for t in turns] == ["r0", "r1", "r2"]
+    assert all(
+        t.role is Role.AGENT and t.context == (Turn(Role.USER, "the question"),) for t in turns
+    )
 
 
 def _flagged(event_id: str) -> dict[str, Any]:
