@@ -365,9 +365,11 @@ def calibration_rows(
     reviewed = [e for e in calibration if e.source in ("review", "audit")]
     safe = Counter(e.side for e in reviewed if not e.unsafe)
     enough = {side for side, n in safe.items() if n >= min_rows}
-    held = [e for e in reviewed if e.side in enough]
-    taken = {id(e) for e in held}
-    return held, [e for e in calibration if id(e) not in taken]
+
+    def holds(e: Example) -> bool:
+        return e.source in ("review", "audit") and e.side in enough
+
+    return [e for e in calibration if holds(e)], [e for e in calibration if not holds(e)]
 
 
 def split_key(configured: bytes | None, key_file: Path) -> bytes:

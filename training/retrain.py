@@ -179,9 +179,9 @@ def retrain(
         and manifest["kind"] == "encoder-head"
         and read_manifest(serving_ckpt)["kind"] == "encoder-head"
     )
-    held_on, spare = calibration_rows(snap.calibration, t.gate_min_rows)
-    if not holds:
-        held_on, spare = [], snap.calibration
+    held_on, spare = (
+        calibration_rows(snap.calibration, t.gate_min_rows) if holds else ([], snap.calibration)
+    )
     train = snap.train + spare + [e for e in held_on if e.unsafe]
     held_on = [e for e in held_on if not e.unsafe]
     if snap.calibration:
