@@ -239,6 +239,9 @@ def test_real_world_training_sources_map_onto_lg1_as_the_model_card_says(root: P
     # relation (hate only with its neighbours) and skip rows are dropped, not relabelled
     assert len(stormfront) == 9507 + 1196
     assert {tuple(r["categories"]) for r in stormfront if r["label"] == "unsafe"} == {("O1",)}
+    # a post's sentences are one conversation (a split keeps the post whole)
+    post = [r for r in stormfront if r["id"].startswith("stormfront:12834217_")]
+    assert len(post) > 1 and {r["conversation_id"] for r in post} == {"stormfront:12834217"}
     cssrs = loaders.load_reddit_cssrs(root)
     assert len(cssrs) == 500 - 99  # "Indicator" users dropped
     assert {tuple(r["categories"]) for r in cssrs if r["label"] == "unsafe"} == {("O6",)}

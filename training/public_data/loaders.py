@@ -499,7 +499,8 @@ def load_davidson(root: Path) -> list[Row]:
 
 def load_stormfront(root: Path) -> list[Row]:
     """Stormfront forum sentences: ``hate`` is unsafe O1, ``noHate`` safe; ``relation``
-    (hate only with its neighbours) and ``idk/skip`` are dropped."""
+    (hate only with its neighbours) and ``idk/skip`` are dropped. A post's sentences
+    (``<post>_<n>``) are one conversation, so a split by conversation keeps a post whole."""
     rows = []
     path = root / "stormfront_hate" / "sentences.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -507,7 +508,8 @@ def load_stormfront(root: Path) -> list[Row]:
         if item["label"] in ("hate", "noHate") and item["text"].strip():
             unsafe = item["label"] == "hate"
             conv = [_turn("user", item["text"])]
-            rows.append(make_row("stormfront", item["file_id"], conv, unsafe, ["O1"]))
+            post = item["file_id"].rsplit("_", 1)[0]
+            rows.append(make_row("stormfront", item["file_id"], conv, unsafe, ["O1"], post))
     return rows
 
 
