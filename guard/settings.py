@@ -589,7 +589,7 @@ class TrainingSettings(BaseModel):
     )
     seed: int = Field(0, description="Seed of augmentations and training.")
     head_pull: float = Field(
-        0.05,
+        0.005,
         gt=0,
         description=(
             "Retraining an encoder guard (the shipped default): weight of the squared"
@@ -598,12 +598,13 @@ class TrainingSettings(BaseModel):
         ),
     )
     encoder_update: Literal["adapter", "heads"] = Field(
-        "adapter",
+        "heads",
         description=(
-            "Retraining an encoder guard: `adapter` continues its LoRA adapter and side"
-            " heads on the reviews plus the replay set (learns what the frozen encoder"
-            " cannot see: a template family, a slang; minutes on CPU);"
-            " `heads` moves the heads alone (seconds)."
+            "Retraining an encoder guard: `heads` moves the heads alone on the frozen"
+            " encoder (seconds; a side without reviews keeps its scores exactly);"
+            " `adapter` also continues its LoRA adapter, on the reviews plus the replay"
+            " set (can learn what the frozen encoder cannot separate, and moves its scores"
+            " on all traffic; minutes on CPU). docs/retraining.md compares the two."
         ),
     )
     adapter_epochs: int = Field(2, ge=1, description="Passes over reviews and replay rows.")

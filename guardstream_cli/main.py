@@ -402,10 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
         "scenario",
         help="the review loop end to end: traffic, scripted reviews, retrain (poisoned, honest)",
     )
-    sc.add_argument("source", nargs="?", default="gptfuzz_responses", help="a public source")
+    sc.add_argument("source", nargs="?", default="stormfront", help="a public source")
     sc.add_argument("--traffic", type=int, default=1000, help="turns of traffic to judge")
     sc.add_argument("--only", choices=("poisoned", "honest"), help="one variant (default: both)")
     sc.add_argument("--out", type=Path, default=None, help="a new work directory")
+    sc.add_argument(
+        "--encoder-update",
+        choices=("heads", "adapter"),
+        default=None,
+        help="what retraining moves (default: the retraining default, heads)",
+    )
     sc.set_defaults(func=cmd_scenario)
     rb = sub.add_parser("rollback", help="serve an earlier model version again")
     rb.add_argument("--to", type=int, default=None, help="version to return to (default: previous)")

@@ -6,13 +6,16 @@
    serving a copy of ``model_repo/`` under ``--out``; the audit sample is raised to 20%
    so that a short run reviews some confident verdicts too.
 2. Traffic: ``--traffic`` turns of a public source whose pattern the shipped model
-   handles badly, judged by the worker. The default, ``gptfuzz_responses``, is
-   chatbots' replies to harmful questions wrapped in jailbreak templates (GPTFuzz,
-   human-labelled harmful or refusal; the shipped model never trained on it): the
-   shipped model misses most harmful ones. Conversations are split in halves by a hash
-   of their id (GPTFuzz: by question); one half is traffic, the other is held out, so
-   the held-out slice asks questions no review has seen. Each turn of the traffic is
-   sent in a chat of its own (:func:`chat_id`), as different users' chats are.
+   handles badly, judged by the worker. The default, ``stormfront``, is sentences of
+   a white-supremacist forum, human-labelled hate (unsafe O1) or not (de Gibert et
+   al. 2018; the shipped model never trained on it): its coded slang and its
+   hate-free posts about the same groups, which the shipped model barely tells apart
+   (AUPRC ~0.3 at a 13% base rate). ``gptfuzz_responses`` (chatbots' replies to
+   jailbreak-wrapped harmful questions) is the agent-side pattern. Conversations are
+   split in halves by a hash of their id (Stormfront: the post; GPTFuzz: the
+   question); one half is traffic, the other is held out, so the held-out slice is
+   posts (questions) no review has seen. Each turn of the traffic is sent in a chat
+   of its own (:func:`chat_id`), as different users' chats are.
 3. Twice, each time on a reviews topic of its own: a scripted reviewer labels every
    flagged turn (unsafe, uncertain, audit...) and signs each review with its key, and
    ``guardstream retrain`` runs as the CronJob runs it (signed reviews only, the gate
@@ -25,9 +28,12 @@
    per 1,000 reviews; the regression set's and validation's numbers come from the
    retrain's own report.
 
-Prints a table and writes ``report.json`` under ``--out``. About 45 minutes on two CPU
-cores with the defaults (judging long replies in windows and retraining the adapter
-twice are most of it).
+``--encoder-update adapter`` retrains the encoder's adapter too (the default is the
+retraining default, the heads alone; docs/retraining.md compares them).
+
+Prints a table and writes ``report.json`` under ``--out``. About 15 minutes on two CPU
+cores with the defaults; ``gptfuzz_responses`` (long replies judged in windows) or
+``--encoder-update adapter`` (two adapter retrains) take about 45.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ REVIEWER = "scripted-reviewer"
 KEY = "scenario-reviewer-key-0001"
 
 
-DEFAULT_SOURCE = "gptfuzz_responses"
+DEFAULT_SOURCE = "stormfront"
 HELD_OUT = 400
 VARIANTS = ("poisoned", "honest")
 #: Where a source's keywords name no category: criminal planning, the commonest harm of
@@ -87,12 +93,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def scenario_settings(out: Path) -> Settings:
+def scenario_settings(out: Path, encoder_update: str | None = None) -> Settings:
     """Settings of a stack of its own, from the defaults alone (no ``GUARDSTREAM_*``
     variable of the caller's reaches it: not another Triton to reload, not a checkpoint
     or seed data that would change what is measured): free ports, a copy of the model
     repository, state under ``out``, the scripted reviewer's key trusted by retraining,
-    a 20% audit sample."""
+    a 20% audit sample; ``encoder_update``, when given, replaces the retraining
+    default."""
     groups = ("kafka", "topics", "worker", "triton", "policy", "review", "training", "local")
     s = Settings(**{g: type(Settings.model_fields[g].default)() for g in groups})
     repo = out / "model_repo"
@@ -118,7 +125,12 @@ def scenario_settings(out: Path) -> Settings:
             ),
             "policy": s.policy.model_copy(update={"audit_rate": 0.2}),
             "review": s.review.model_copy(update={"reviewer_keys": {REVIEWER: SecretStr(KEY)}}),
-            "training": s.training.model_copy(update={"work_dir": out / "training"}),
+            "training": s.training.model_copy(
+                update={
+                    "work_dir": out / "training",
+                    "encoder_update": encoder_update or s.training.encoder_update,
+                }
+            ),
         }
     ).for_local_stack()
 
@@ -208,7 +220,11 @@ def split_rows(
 
 
 def run(
-    source: str, traffic: int, out: Path, variants: tuple[str, ...] = VARIANTS
+    source: str,
+    traffic: int,
+    out: Path,
+    variants: tuple[str, ...] = VARIANTS,
+    encoder_update: str | None = None,
 ) -> dict[str, Any]:
     """Judge the traffic once, then for each variant (``poisoned``, ``honest``) let the
     scripted reviewer label the flagged turns on a reviews topic of its own and retrain
@@ -220,8 +236,13 @@ def run(
     sent_rows, held_rows = split_rows(getattr(loaders, f"load_{source}")(datasets_root()), traffic)
     held = [example_from_row(r, policies) for r in held_rows]
     gold = {r["id"]: example_from_row(r, policies) for r in sent_rows}
-    s = scenario_settings(out)
-    report: dict[str, Any] = {"source": source, "traffic": len(sent_rows), "held_out": len(held)}
+    s = scenario_settings(out, encoder_update)
+    report: dict[str, Any] = {
+        "source": source,
+        "encoder_update": s.training.encoder_update,
+        "traffic": len(sent_rows),
+        "held_out": len(held),
+    }
     with local_services(s):
         report["held_out_before"] = served_numbers(s, held)
         turns = _turns(sent_rows)
@@ -348,7 +369,8 @@ def summary(report: dict[str, Any]) -> str:
         return f"| {name} | {n['n']} | {n['auprc']:.3f} | {n['recall']:.3f} | {n['fpr']:.3f} |"
 
     lines = [
-        f"source {report['source']}: {report['traffic']} turns judged in "
+        f"source {report['source']} (retraining: {report.get('encoder_update')}): "
+        f"{report['traffic']} turns judged in "
         f"{report['judge_seconds']} s, {report['flagged']['turns']} flagged "
         f"{report['flagged']['reasons']}; held-out slice {report['held_out']} turns",
         "",
@@ -392,6 +414,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--traffic", type=int, default=1000, help="turns of traffic to judge")
     ap.add_argument("--only", choices=VARIANTS, help="one variant (default: poisoned, then honest)")
     ap.add_argument("--out", type=Path, default=None, help="work directory (default: a new one)")
+    ap.add_argument(
+        "--encoder-update",
+        choices=("heads", "adapter"),
+        default=None,
+        help="what retraining moves (default: the retraining default, heads)",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -401,7 +429,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"guardstream scenario: {out} is not empty: give a new directory", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    report = run(args.source, args.traffic, out, (args.only,) if args.only else VARIANTS)
+    variants = (args.only,) if args.only else VARIANTS
+    report = run(args.source, args.traffic, out, variants, args.encoder_update)
     print(summary(report))
     print(f"report: {out / 'report.json'}")
     poisoned = report.get("poisoned")

@@ -14,7 +14,7 @@ from guard.conversation import Role, Turn
 from guard.encoder import Dense, EncoderHeadGuard, Heads
 from guard.loaders import MANIFEST, load_guard
 from guard.scoring import GuardRequest
-from guard.settings import CALIBRATION_SET, REPLAY_SET, Settings, TrainingSettings
+from guard.settings import CALIBRATION_SET, REPLAY_SET, Settings
 from guard.taxonomy import LLAMA_GUARD_1, PolicyRegistry
 from training import promote
 from training.dataset import Example, read_rows
@@ -94,7 +94,8 @@ def test_a_strong_pull_keeps_the_serving_heads(tmp_path: Path) -> None:
 
 
 def _retrain_settings(tmp_path: Path, **training: object) -> Settings:
-    """Settings of a retrain run on a copy of model_repo/ (version 1: the shipped model)."""
+    """Settings of a retrain run on a copy of model_repo/ (version 1: the shipped model),
+    with the retraining defaults (what moves, how hard it is pulled back) unless told."""
     repo = tmp_path / "model_repo"
     shutil.copytree(DEFAULT.parents[1] / "model_repo", repo)
     s = Settings()  # type: ignore[call-arg]
@@ -106,8 +107,6 @@ def _retrain_settings(tmp_path: Path, **training: object) -> Settings:
                     "work_dir": tmp_path / "training",
                     "validation_fraction": 0.5,
                     "split_key": SecretStr("test-split-key"),
-                    "head_pull": 0.01,
-                    "encoder_update": "heads",
                     **training,
                 }
             ),
@@ -135,7 +134,8 @@ def test_guardstream_retrain_retrains_the_shipped_model_and_promotes_a_better_on
     """No checkpoint configured: version 1 serves the shipped model, as a local run does,
     and retraining takes the encoder path instead of failing to find a causal LM. (The
     regression set is off and the gate counts small sets here: this test is about the
-    path, the next one about the gate.)"""
+    path, the next one about the gate.) By default the heads alone move: the response
+    head, with no agent reviews, keeps the serving weights."""
     monkeypatch.delenv("GUARDSTREAM_MODEL_CHECKPOINT", raising=False)
     s = _retrain_settings(tmp_path, regression_gate=False, gate_min_rows=10)
     leads = ("", "hey, ", "quick question: ", "yo ", "ok so ")
@@ -147,6 +147,14 @@ def test_guardstream_retrain_retrains_the_shipped_model_and_promotes_a_better_on
     manifest = json.loads((repo / "guard" / "2" / "checkpoint" / MANIFEST).read_text())
     assert manifest["kind"] == "encoder-head"
     assert manifest["retrained"]["serving_version"] == 1
+    assert "adapter" not in manifest["retrained"]
+    served, candidate = (
+        Heads.load(DEFAULT / "heads.npz"),
+        Heads.load(repo / "guard" / "2" / "checkpoint" / "heads.npz"),
+    )
+    for before, after in zip(served.response.weights, candidate.response.weights, strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert not np.array_equal(served.prompt.weights[-1], candidate.prompt.weights[-1])
     # Lineage: what it came from and the gate's numbers stay with the version.
     assert manifest["lineage"]["dataset"] == result.dataset_version
     assert {c["rule"] for c in manifest["lineage"]["checks"]} >= {"validation: AUPRC"}
@@ -290,10 +298,10 @@ def test_replay_rows_weigh_what_the_reviews_weigh_and_each_label_half_a_side() -
     assert w[0] / w[1] == pytest.approx(MAX_REVIEW_WEIGHT / (201 / 400))
 
 
-def test_guardstream_retrain_retrains_the_adapter_by_default(
+def test_guardstream_retrain_retrains_the_adapter_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the default ``encoder_update`` the retrain of the shipped model continues its
+    """With ``encoder_update`` ``adapter`` the retrain of the shipped model continues its
     adapter on the reviews and the configured replay rows."""
     monkeypatch.delenv("GUARDSTREAM_MODEL_CHECKPOINT", raising=False)
     replay = tmp_path / "replay.jsonl"
@@ -302,7 +310,7 @@ def test_guardstream_retrain_retrains_the_adapter_by_default(
         tmp_path,
         regression_gate=False,
         gate_min_rows=10,
-        encoder_update=TrainingSettings().encoder_update,  # the default, whatever it is
+        encoder_update="adapter",
         replay_data=replay,
         adapter_epochs=1,
     )
