@@ -31,7 +31,7 @@
 ``--encoder-update adapter`` retrains the encoder's adapter too (the default is the
 retraining default, the heads alone; docs/retraining.md compares them).
 
-Prints a table and writes ``report.json`` under ``--out``. About 15 minutes on two CPU
+Prints a table and writes ``report.json`` under ``--out``. About 11 minutes on two CPU
 cores with the defaults; ``gptfuzz_responses`` (long replies judged in windows) or
 ``--encoder-update adapter`` (two adapter retrains) take about 45.
 """
@@ -369,7 +369,7 @@ def summary(report: dict[str, Any]) -> str:
         return f"| {name} | {n['n']} | {n['auprc']:.3f} | {n['recall']:.3f} | {n['fpr']:.3f} |"
 
     lines = [
-        f"source {report['source']} (retraining: {report.get('encoder_update')}): "
+        f"source {report['source']} (retraining: {report['encoder_update']}): "
         f"{report['traffic']} turns judged in "
         f"{report['judge_seconds']} s, {report['flagged']['turns']} flagged "
         f"{report['flagged']['reasons']}; held-out slice {report['held_out']} turns",
